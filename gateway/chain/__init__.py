@@ -1,0 +1,1 @@
+"""Chain layer: DR market contracts, chain client, embedded chain."""

@@ -1,0 +1,1 @@
+"""Device layer: one asyncio owner per physical bus, transports, Modbus client codec."""

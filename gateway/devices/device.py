@@ -1,0 +1,210 @@
+"""One configured device on a bus: its settings, its schedule, what it taught the planner, its health.
+
+Pure bookkeeping: times are arguments (monotonic seconds for scheduling, wall seconds for readings);
+the bus owner does the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core import modbus
+from gateway.core.codec import decode_point, encode_point
+from gateway.core.planner import RTU_REQUEST_OVERHEAD, PlannedRead, ReadPlanner
+from gateway.core.profiles import POLL_CLASSES, Point, Profile
+from gateway.core.readings import Quality, Reading
+from gateway.errors import DrgwError
+
+DEFAULT_INTERVALS: Mapping[str, float] = {"fast": 1.0, "normal": 5.0, "slow": 60.0}
+
+
+class DeviceError(DrgwError):
+    """A device did not answer, or answered garbage: the cycle failed."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """A device as configured: which profile, which unit, how patiently to talk to it."""
+
+    name: str
+    profile: Profile
+    unit: int
+    intervals: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_INTERVALS))
+    timeout: float = 1.0  # the longest wait for an answer, seconds
+    min_timeout: float = 0.05  # adaptive timeouts never go below this (plus wire time)
+    backoff_initial: float = 2.0
+    backoff_max: float = 60.0
+    overhead_bytes: int = RTU_REQUEST_OVERHEAD
+
+    @property
+    def min_interval(self) -> float:
+        return self.profile.transport.min_interval_ms / 1000.0
+
+
+class DeviceState:
+    """Schedule, planner and health of one device, owned by its bus owner."""
+
+    def __init__(self, spec: DeviceSpec) -> None:
+        self.spec = spec
+        transport = spec.profile.transport
+        self.planner = ReadPlanner(max_registers=transport.max_registers,
+                                   barriers=frozenset(spec.profile.barriers),
+                                   overhead_bytes=spec.overhead_bytes)
+        self._due: dict[str, float] = {}
+        self._classes = tuple(c for c in POLL_CLASSES
+                              if any(p.poll == c for p in spec.profile.points))
+        self.backoff_until = 0.0
+        self.failures = 0  # consecutive failed cycles
+        self.retry_pending = False
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self.scale_factors: dict[str, int] = {}  # latest value of each scale-factor register
+        self.sf_names = frozenset(p.scale_factor for p in spec.profile.points if p.scale_factor)
+        self.requests = self.timeouts = self.protocol_errors = self.splits = 0
+        self.cycles = self.failed_cycles = self.overruns = self.writes = 0
+
+    # --------------------------------------------------------------------------- schedule
+
+    def start(self, now: float) -> None:
+        for cls in self._classes:
+            self._due[cls] = now
+
+    def next_due(self) -> float:
+        if not self._due:
+            return float("inf")
+        return max(min(self._due.values()), self.backoff_until)
+
+    def due_classes(self, now: float) -> tuple[str, ...]:
+        """Every class due now: they are read together, so their points share requests."""
+        if self.backoff_until > now:
+            return ()
+        return tuple(c for c in self._classes if self._due[c] <= now + 0.005)
+
+    def cycle_done(self, started: float, classes: Iterable[str]) -> None:
+        self.cycles += 1
+        self.failures = 0
+        self.retry_pending = False
+        self.backoff_until = 0.0
+        for cls in classes:
+            interval = self.spec.intervals[cls]
+            due = self._due[cls] + interval
+            if due <= started:  # fell behind by a whole interval: skip, do not burst
+                self.overruns += 1
+                due = started + interval
+            self._due[cls] = due
+
+    def cycle_failed(self, now: float, classes: Iterable[str], reason: str) -> None:
+        self.failed_cycles += 1
+        self.failures += 1
+        if self.failures == 1 and not self.retry_pending:
+            # One retry, placed behind whatever else is due now rather than repeated in place.
+            self.retry_pending = True
+            self.backoff_until = now
+            return
+        self.retry_pending = False
+        delay = min(self.spec.backoff_initial * 2 ** max(0, self.failures - 2), self.spec.backoff_max)
+        self.backoff_until = now + delay
+        for cls in classes:
+            self._due[cls] = max(self._due[cls], now)
+
+    def log_level_for_failure(self) -> int:
+        """Log the first failures of a flapping device as warnings, the rest at debug level."""
+        return logging.WARNING if self.failures <= 2 or self.failures % 100 == 0 else logging.DEBUG
+
+    # --------------------------------------------------------------------------- points
+
+    def points_for(self, classes: Sequence[str]) -> list[Point]:
+        points = [p for p in self.spec.profile.points if p.poll in classes]
+        if self.failures >= 2:  # backing off: probe with the first request only
+            plan = self.planner.plan(self.with_scale_factors(points))
+            return list(plan.reads[0].points) if plan.reads else []
+        return self.with_scale_factors(points)
+
+    def with_scale_factors(self, points: Sequence[Point]) -> list[Point]:
+        names = {p.name for p in points}
+        extra = [self.spec.profile.point(p.scale_factor) for p in points
+                 if p.scale_factor and p.scale_factor not in names]
+        return list(points) + list({p.name: p for p in extra}.values())
+
+    # --------------------------------------------------------------------------- timeouts
+
+    def observe_latency(self, latency: float) -> None:
+        """RFC 6298-style smoothing of the device's turnaround (round trip less wire time)."""
+        latency = max(latency, 0.0)
+        if self._srtt is None:
+            self._srtt, self._rttvar = latency, latency / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - latency)
+            self._srtt = 0.875 * self._srtt + 0.125 * latency
+
+    def timeout(self, wire_time: float) -> float:
+        if self._srtt is None:
+            return self.spec.timeout + wire_time
+        adaptive = max(self.spec.min_timeout, 2 * (self._srtt + 4 * self._rttvar))
+        return wire_time + min(adaptive, self.spec.timeout)
+
+    # --------------------------------------------------------------------------- decoding
+
+    def exception_readings(self, read: PlannedRead, message: str, now: float) -> list[Reading]:
+        return [Reading(name=p.name, value=None, unit=p.unit, quality=Quality.ERROR, time=now,
+                        error=message) for p in read.points]
+
+    def error_readings(self, classes: Sequence[str], now: float, message: str) -> list[Reading]:
+        return [Reading(name=p.name, value=None, unit=p.unit, quality=Quality.ERROR, time=now,
+                        error=message)
+                for p in self.spec.profile.points if p.poll in classes]
+
+    def write_request(self, name: str, value: float) -> modbus.WriteRequest:
+        point = self.spec.profile.point(name)
+        point.check_write(value)
+        words = encode_point(point, value, sf=self.scale_factors.get(point.scale_factor or "", 0))
+        if point.table == "coil":
+            function = modbus.WRITE_SINGLE_COIL
+        elif len(words) == 1:
+            function = modbus.WRITE_SINGLE_REGISTER
+        else:
+            function = modbus.WRITE_MULTIPLE_REGISTERS
+        return modbus.WriteRequest(unit=self.spec.unit, function=function, address=point.address,
+                                   values=tuple(words))
+
+
+def decode_read(state: DeviceState, read: PlannedRead, values: Sequence[int],
+                now: float) -> list[Reading]:
+    """Turn one response into readings; scale-factor registers are decoded first."""
+    points = sorted(read.points, key=lambda p: p.name not in state.sf_names)
+    readings = []
+    for point in points:
+        words = read.words_of(point, values)
+        raw_first = words[0] if point.type != "bool" else None
+        if point.invalid and raw_first is not None and _raw_int(words) in point.invalid:
+            readings.append(Reading(name=point.name, value=None, unit=point.unit,
+                                    quality=Quality.ERROR, time=now, error="not available"))
+            continue
+        sf = state.scale_factors.get(point.scale_factor, 0) if point.scale_factor else 0
+        try:
+            value = decode_point(point, words, sf=sf)
+        except (ValueError, OverflowError) as exc:
+            readings.append(Reading(name=point.name, value=None, unit=point.unit,
+                                    quality=Quality.ERROR, time=now, error=str(exc)))
+            continue
+        if point.name in state.sf_names and isinstance(value, int | float):
+            sf_value = int(value)
+            state.scale_factors[point.name] = sf_value - 0x10000 if sf_value > 0x7FFF else sf_value
+        if isinstance(value, float) and value != value:  # NaN: the meter says "no value"
+            readings.append(Reading(name=point.name, value=None, unit=point.unit,
+                                    quality=Quality.ERROR, time=now, error="NaN"))
+            continue
+        readings.append(Reading(name=point.name, value=value, unit=point.unit, quality=Quality.OK,
+                                time=now))
+    return readings
+
+
+def _raw_int(words: Sequence[int]) -> int:
+    value = 0
+    for word in words:
+        value = (value << 16) | word
+    return value

@@ -1,0 +1,1 @@
+"""Aggregator-side tools: fleet CLI, market driver."""

@@ -1,0 +1,1 @@
+"""Closed loop: DR events, baselines, live checker, actions."""

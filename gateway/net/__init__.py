@@ -1,0 +1,1 @@
+"""Network layer: MQTT publisher, fleet commands, topic contract."""
