@@ -81,7 +81,7 @@ def encode_raw(enc: Encoding, value: int | float | str) -> list[int]:
     code = _STRUCT[enc.type]
     if enc.type in _INTEGER_RANGE:
         lo, hi = _INTEGER_RANGE[enc.type]
-        number = round(float(value))
+        number = value if isinstance(value, int) else round(float(value))
         if not lo <= number <= hi:
             raise ProfileError(f"{value!r} does not fit in {enc.type} ({lo}..{hi})")
         data = struct.pack(">" + code, number)
@@ -107,6 +107,9 @@ def encode_point(point: ScaledEncoding, value: int | float | str, *, sf: int = 0
     """The engineering value -> words (what a simulator serves, or what a write sends)."""
     if isinstance(value, str) or point.type in ("string", "bool"):
         return encode_raw(point, value)
+    if (point.type in _INTEGER_RANGE and isinstance(value, int) and point.scale == 1
+            and point.offset == 0 and sf == 0):
+        return encode_raw(point, value)  # exact: 64-bit counters do not survive a float
     raw = (float(value) - point.offset) / (point.scale * (10.0 ** sf))
     if point.type in _INTEGER_RANGE:
         return encode_raw(point, round(raw))

@@ -9,11 +9,12 @@ const path = require("path");
 const solc = require("solc");
 
 const HERE = __dirname;
-const SOURCES = ["src/DRToken.sol", "src/DRRegistry.sol", "src/DRMarket.sol"];
-const CONTRACTS = { "src/DRToken.sol": "DRToken", "src/DRMarket.sol": "DRMarket" };
+const SOURCES = ["DRToken.sol", "DRRegistry.sol", "DRMarket.sol"];
+const CONTRACTS = { "DRToken.sol": "DRToken", "DRMarket.sol": "DRMarket" };
 const OUT = path.join(HERE, "..", "artifacts");
 const SETTINGS = {
   evmVersion: "prague",
+  viaIR: true,
   optimizer: { enabled: true, runs: 200 },
   metadata: { bytecodeHash: "ipfs" },
   outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
@@ -40,7 +41,7 @@ function compile() {
       contractName: name,
       sourceName: source,
       compiler: `solc-js ${solc.version()}`,
-      settings: { evmVersion: SETTINGS.evmVersion, optimizer: SETTINGS.optimizer },
+      settings: { evmVersion: SETTINGS.evmVersion, viaIR: SETTINGS.viaIR, optimizer: SETTINGS.optimizer },
       abi: c.abi,
       bytecode: "0x" + c.evm.bytecode.object,
       deployedBytecode: "0x" + c.evm.deployedBytecode.object,
