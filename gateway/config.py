@@ -1,0 +1,135 @@
+"""The gateway config file (TOML, docs/config.md): buses and devices, read strictly.
+
+Every key is checked; errors name the file, the table and the fix. The `[[bus]]` and `[[device]]`
+sections are exactly what `drgw scan` prints as a draft, so a scan result pastes in.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.core.profiles import POLL_CLASSES, Profile, load_profile
+from gateway.core.schema import Fields
+from gateway.devices.device import DEFAULT_INTERVALS
+from gateway.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    name: str
+    tcp: str | None
+    serial: str | None
+    baud: int
+    parity: str
+    stopbits: int
+    frame_gap: float | None  # seconds; None = the 3.5-character silent interval
+
+    @property
+    def framing(self) -> str:
+        return "tcp" if self.tcp else "rtu"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    name: str
+    profile: Profile
+    bus: str
+    unit: int
+    timeout: float
+    intervals: Mapping[str, float]
+    role: str  # "main" (the household's main meter), "meter" or "appliance"
+
+
+@dataclass(frozen=True, slots=True)
+class DevicesConfig:
+    buses: tuple[BusConfig, ...]
+    devices: tuple[DeviceConfig, ...]
+
+    def bus(self, name: str) -> BusConfig:
+        for bus in self.buses:
+            if bus.name == name:
+                return bus
+        raise KeyError(name)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _intervals(f: Fields, defaults: Mapping[str, float]) -> dict[str, float]:
+    out = dict(defaults)
+    for cls in POLL_CLASSES:
+        value = f.optional_number(cls)
+        if value is not None:
+            if not 0.05 <= value <= 86400:
+                f.fail(cls, "a poll interval is 0.05 .. 86400 seconds")
+            out[cls] = value
+    f.reject_unknown()
+    return out
+
+
+def parse_devices(top: Fields) -> DevicesConfig:
+    """Read the `[poll]`, `[[bus]]` and `[[device]]` parts of a config (marks their keys known)."""
+    where = top.where
+    defaults = _intervals(top.sub("poll"), DEFAULT_INTERVALS)
+    buses: list[BusConfig] = []
+    for i, raw in enumerate(top.list("bus")):
+        f = Fields(raw, where=f"{where}: bus[{i}]", error=ConfigError)
+        tcp, serial = f.optional_str("tcp"), f.optional_str("serial")
+        if (tcp is None) == (serial is None):
+            f.fail("tcp", "a bus has exactly one of tcp = \"host:port\" or serial = \"/dev/ttyUSB0\"")
+        gap_ms = f.optional_number("frame_gap_ms")
+        bus = BusConfig(
+            name=f.require_str("name"), tcp=tcp, serial=serial,
+            baud=f.optional_int("baud") or 9600,
+            parity=f.optional_str("parity", choices=("N", "E", "O")) or "N",
+            stopbits=f.optional_int("stopbits", choices=(1, 2)) or 1,
+            frame_gap=None if gap_ms is None else gap_ms / 1000.0,
+        )
+        f.reject_unknown()
+        if any(b.name == bus.name for b in buses):
+            f.fail("name", f"bus {bus.name!r} is defined twice")
+        buses.append(bus)
+    devices: list[DeviceConfig] = []
+    bus_names = [b.name for b in buses]
+    for i, raw in enumerate(top.list("device")):
+        f = Fields(raw, where=f"{where}: device[{i}]", error=ConfigError)
+        name = f.require_str("name")
+        bus_name = f.require_str("bus")
+        if bus_name not in bus_names:
+            f.fail("bus", f"no [[bus]] is named {bus_name!r}; define it or use one of "
+                   f"{', '.join(bus_names) or '(none defined)'}")
+        unit = f.require_int("unit")
+        if not 0 <= unit <= 247:
+            f.fail("unit", "a Modbus unit id is 0..247")
+        try:
+            profile = load_profile(f.require_str("profile"))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: device[{i}]: profile: {exc}") from exc
+        timeout = f.optional_number("timeout") or 1.0
+        role = f.optional_str("role", choices=("main", "meter", "appliance"))
+        device = DeviceConfig(
+            name=name, profile=profile, bus=bus_name, unit=unit, timeout=timeout,
+            intervals=_intervals(f.sub("poll"), defaults),
+            role=role or ("appliance" if profile.kind == "appliance" else "meter"),
+        )
+        f.reject_unknown()
+        if any(d.name == name for d in devices):
+            f.fail("name", f"device {name!r} is defined twice; names must be unique")
+        clash = [d for d in devices if d.bus == bus_name and d.unit == unit]
+        if clash:
+            f.fail("unit", f"unit {unit} on bus {bus_name!r} is already device {clash[0].name!r}")
+        devices.append(device)
+    if sum(d.role == "main" for d in devices) > 1:
+        raise ConfigError(f"{where}: more than one device has role = \"main\"; keep one")
+    return DevicesConfig(buses=tuple(buses), devices=tuple(devices))
