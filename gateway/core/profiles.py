@@ -65,13 +65,16 @@ class Point:
         """Refuse a write outside the point's allowed values, before it reaches the wire."""
         if not self.writable:
             raise ProfileError(f"point {self.name!r} is not writable")
-        if self.values is not None and value not in self.values:
-            allowed = ", ".join(f"{v:g}" for v in self.values)
-            raise ProfileError(f"{self.name}: {value:g} is not allowed; use one of {allowed}")
-        if self.min is not None and value < self.min:
-            raise ProfileError(f"{self.name}: {value:g} is below the minimum {self.min:g} {self.unit}")
-        if self.max is not None and value > self.max:
-            raise ProfileError(f"{self.name}: {value:g} is above the maximum {self.max:g} {self.unit}")
+        # `values` and a min..max range may be combined: 0 (pause) or 6..16 A for an EV charger.
+        if self.values is not None and value in self.values:
+            return
+        ranged = self.min is not None and self.max is not None
+        if ranged and self.min <= value <= self.max:  # type: ignore[operator]
+            return
+        allowed = [f"{v:g}" for v in self.values or ()]
+        if ranged:
+            allowed.append(f"{self.min:g}..{self.max:g} {self.unit}".strip())
+        raise ProfileError(f"{self.name}: {value:g} is not allowed; use {' or '.join(allowed)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,8 +71,14 @@ def test_writable_points_check_their_range(tmp_path: Path) -> None:
     profile = load_profile(write(tmp_path, data))
     point = profile.point("ev_current_limit_a")
     point.check_write(10)
-    with pytest.raises(ProfileError, match="below the minimum 6 A"):
+    with pytest.raises(ProfileError, match=r"5 is not allowed; use 6..16 A"):
         point.check_write(5)
+    data["writable"][0]["values"] = [0]  # 0 pauses charging: a value plus a range
+    point = load_profile(write(tmp_path, data)).point("ev_current_limit_a")
+    point.check_write(0)
+    point.check_write(16)
+    with pytest.raises(ProfileError, match=r"use 0 or 6..16 A"):
+        point.check_write(3)
 
 
 def test_unknown_profile_name_suggests() -> None:
