@@ -133,3 +133,135 @@ def parse_devices(top: Fields) -> DevicesConfig:
     if sum(d.role == "main" for d in devices) > 1:
         raise ConfigError(f"{where}: more than one device has role = \"main\"; keep one")
     return DevicesConfig(buses=tuple(buses), devices=tuple(devices))
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole agent config: [gateway], [mqtt], [store], [operators] plus the device sections above.
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    broker: str  # mqtt://host:port or mqtts://host:port
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    client_id: str | None
+    keepalive: int
+    batch_max: int  # measurements per published batch
+    rate_messages: float  # replay cap, messages per second
+    rate_bytes: float  # replay cap, bytes per second
+    inflight: int
+    ha_discovery: bool
+    health_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    path: Path
+    outbox_max_rows: int
+    outbox_max_bytes: int
+    outbox_max_age_s: float
+    measurements_max_rows: int
+    merkle_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    path: Path
+    key: Path
+    key_password_file: Path | None
+    chain_id: int
+    log_level: str
+    mqtt: MqttConfig
+    store: StoreConfig
+    operators: tuple[str, ...]
+    devices: DevicesConfig
+    text: str  # the file as read: its hash is the config hash in the status topic
+
+    @property
+    def config_hash(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+def _path(f: Fields, key: str, base: Path, *, required: bool = False) -> Path | None:
+    value = f.require_str(key) if required else f.optional_str(key)
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else (base / path)
+
+
+def _mqtt(f: Fields, base: Path) -> MqttConfig:
+    broker = f.optional_str("broker") or "mqtt://127.0.0.1:1883"
+    if not broker.startswith(("mqtt://", "mqtts://")):
+        f.fail("broker", f"{broker!r}: write mqtt://host:port or mqtts://host:port")
+    cfg = MqttConfig(
+        broker=broker, ca=_path(f, "ca", base), cert=_path(f, "cert", base),
+        key=_path(f, "key", base), client_id=f.optional_str("client_id"),
+        keepalive=f.optional_int("keepalive") or 30,
+        batch_max=f.optional_int("batch_max") or 50,
+        rate_messages=f.optional_number("rate_messages") or 200.0,
+        rate_bytes=f.optional_number("rate_bytes") or 2_000_000.0,
+        inflight=f.optional_int("inflight") or 8,
+        ha_discovery=bool(f.optional_bool("ha_discovery")),
+        health_interval=f.optional_number("health_interval") or 30.0,
+    )
+    if (cfg.cert is None) != (cfg.key is None):
+        f.fail("cert", "mutual TLS needs both 'cert' and 'key'")
+    if not 1 <= cfg.batch_max <= 1000:
+        f.fail("batch_max", "a batch holds 1..1000 measurements")
+    f.reject_unknown()
+    return cfg
+
+
+def _store(f: Fields, base: Path) -> StoreConfig:
+    cfg = StoreConfig(
+        path=_path(f, "path", base) or (base / "drgw.db"),
+        outbox_max_rows=f.optional_int("outbox_max_rows") or 200_000,
+        outbox_max_bytes=f.optional_int("outbox_max_bytes") or 512 * 1024 * 1024,
+        outbox_max_age_s=(f.optional_number("outbox_max_age_days") or 30.0) * 86400,
+        measurements_max_rows=f.optional_int("measurements_max_rows") or 5_000_000,
+        merkle_interval_s=f.optional_number("merkle_interval_s") or 900.0,
+    )
+    f.reject_unknown()
+    return cfg
+
+
+def parse_config(text: str, *, path: Path) -> GatewayConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    top = Fields(data, where=str(path), error=ConfigError)
+    base = path.parent
+    gw = top.sub("gateway", required=True)
+    key = _path(gw, "key", base, required=True)
+    assert key is not None
+    operators = top.sub("operators")
+    allow = operators.optional_list("allow") or []
+    for i, address in enumerate(allow):
+        if not (isinstance(address, str) and address.startswith("0x") and len(address) == 42):
+            operators.fail(f"allow[{i}]", f"{address!r} is not an Ethereum address (0x + 40 hex)")
+    operators.reject_unknown()
+    config = GatewayConfig(
+        path=path, key=key, key_password_file=_path(gw, "key_password_file", base),
+        chain_id=gw.optional_int("chain_id") or 1,
+        log_level=gw.optional_str("log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+        or "INFO",
+        mqtt=_mqtt(top.sub("mqtt"), base), store=_store(top.sub("store"), base),
+        operators=tuple(a.lower() for a in allow), devices=parse_devices(top), text=text,
+    )
+    gw.reject_unknown()
+    top.reject_unknown()
+    return config
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}; "
+                          "`drgw init` writes one") from exc
+    return parse_config(text, path=path)
