@@ -18,6 +18,9 @@ COMMAND_MODULES = (
     "gateway.commands.read",
     "gateway.commands.scan",
     "gateway.commands.simulate",
+    "gateway.commands.keys",
+    "gateway.commands.verify",
+    "gateway.commands.fleet",
     "gateway.commands.demo",
     "gateway.commands.market",
 )

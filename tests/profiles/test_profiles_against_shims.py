@@ -75,8 +75,9 @@ def test_there_are_enough_real_profiles() -> None:
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.name for p in PROFILES])
 def test_profile_round_trips_against_its_shim(profile: Profile,
                                               scenario_file: Callable[[str], Path]) -> None:
+    unit = profile.transport.units[0] or 1
     path = scenario_file(f'[[device]]\nname = "dut"\nprofile = "{profile.name}"\n'
-                         f'transport = "tcp"\naddress = "127.0.0.1:0"\nunit = 1\n')
+                         f'transport = "tcp"\naddress = "127.0.0.1:0"\nunit = {unit}\n')
     expected = expected_values(profile)
 
     async def main() -> tuple[dict[str, object], dict[str, object], object]:
@@ -85,7 +86,7 @@ def test_profile_round_trips_against_its_shim(profile: Profile,
             for name, value in expected.items():
                 handle.set_value(name, value)
             link, settings = make_link(tcp=home.devices[0].address)
-            spec = DeviceSpec(name="dut", profile=profile, unit=1, timeout=2.0)
+            spec = DeviceSpec(name="dut", profile=profile, unit=unit, timeout=2.0)
             owner = BusOwner(link=link, settings=settings, devices=[spec], sink=lambda s: None)
             state = owner.devices["dut"]
             await link.open()
@@ -105,7 +106,7 @@ def test_profile_round_trips_against_its_shim(profile: Profile,
                 if profile.probe is not None:
                     probe = profile.probe
                     answer = await owner.transact(state, modbus.ReadRequest(
-                        unit=1, function=modbus.READ_FUNCTION[probe.table], address=probe.address,
+                        unit=unit, function=modbus.READ_FUNCTION[probe.table], address=probe.address,
                         count=probe.count))
                     assert isinstance(answer, modbus.Response), answer
                     probe_value = decode_raw(probe, answer.values)

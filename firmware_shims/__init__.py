@@ -1,0 +1,1 @@
+"""Simulated device firmware and hardware shims for testing without hardware."""
