@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_list(args: argparse.Namespace) -> int:
-    rows, errors = [], []
+    rows: list[dict[str, str | int | bool]] = []
+    errors: list[str] = []
     for path in profile_paths():
         try:
             profile = parse_profile(path)
@@ -36,7 +37,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"profiles": rows, "errors": errors}, indent=None))
     else:
-        width = max((len(r["name"]) for r in rows), default=4)
+        width = max((len(str(r["name"])) for r in rows), default=4)
         print(f"{'NAME':<{width}}  {'KIND':<9}  {'VENDOR':<14}  {'MODEL':<22}  SOURCE")
         for r in rows:
             print(f"{r['name']:<{width}}  {r['kind']:<9}  {r['vendor']:<14}  {r['model']:<22}  "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import pytest
@@ -122,7 +123,5 @@ def test_tcp_parser_never_crashes_on_garbage(data: bytes) -> None:
     conn = modbus.TcpClientConnection()
     conn.send(modbus.ReadRequest(unit=1, function=3, address=0, count=4))
     conn.receive_data(data)
-    try:
+    with contextlib.suppress(modbus.RemoteProtocolError):
         conn.next_event()
-    except modbus.RemoteProtocolError:
-        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -46,7 +47,7 @@ def test_plan_covers_every_point_within_limits(points: list[Point], max_register
             assert inside_one_point or not (table == read.table and read.address < b < read.end)
     # Greedy and minimal: two neighbouring reads stay apart only for a reason.
     reads = sorted(plan.reads, key=lambda r: (r.table, r.address))
-    for a, b in zip(reads, reads[1:], strict=False):
+    for a, b in itertools.pairwise(reads):
         if a.table != b.table:
             continue
         gap = max(0, b.address - a.end)

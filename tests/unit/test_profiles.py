@@ -40,7 +40,8 @@ def test_good_profile_loads_with_pdu_addresses(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d["registers"][1].update(scal=1000), r"registers\[1\]: option 'scal' is not valid; did you mean 'scale'\?"),
+    (lambda d: d["registers"][1].update(scal=1000),
+     r"registers\[1\]: option 'scal' is not valid; did you mean 'scale'\?"),
     (lambda d: d["registers"][0].update(unit="kV"), r"registers\[0\]: name: .*set unit: V"),
     (lambda d: d["registers"][0].update(type="float"), r"registers\[0\]: type: 'float' is not valid"),
     (lambda d: d["registers"][0].update(address=20000), r"registers\[0\]: address: .*outside 0..65535"),
