@@ -12,6 +12,7 @@ failures the device backs off exponentially, probing with a single request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -67,10 +68,8 @@ class BusOwner:
                 due_at, state = self._next_due()
                 if due_at > now:
                     self._wake.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), due_at - now)
-                    except TimeoutError:
-                        pass
                     continue
                 classes = state.due_classes(now)
                 await self._poll(state, classes)
