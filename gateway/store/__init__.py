@@ -1,1 +1,5 @@
-"""Durable local storage (SQLite): measurements, outboxes, events, counters."""
+"""Durable local storage (SQLite): measurements, outboxes, Merkle roots, counters."""
+
+from gateway.store.store import EVICTION_REASONS, MerkleInterval, OutboxItem, Store
+
+__all__ = ["EVICTION_REASONS", "MerkleInterval", "OutboxItem", "Store"]

@@ -1,0 +1,228 @@
+"""`drgw verify` checks a measurement log or store; `drgw export` writes a store's records as a log.
+
+A log is JSON lines; each line is either one wire-form record ({"v":1,"gw":...,"seq":...}) as
+`drgw export` writes, or one batch ({"v":1,"gw":...,"m":[...]}) as published on drgw/v1/<gw>/meas,
+e.g. captured with `mosquitto_sub -t 'drgw/v1/+/meas' > capture.jsonl`. Checks, per gateway:
+signatures (recovered signer = the record's gateway, and = --gateway when given), seq continuity
+(gaps, duplicates, conflicting records for one seq), the hash chain (prevHash = struct hash of
+seq - 1), and with --db every Merkle root kept in the store. Exit 0 only when everything holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.core import merkle
+from gateway.core.eip712 import ZERO32, Domain
+from gateway.core.measurement import (
+    DEFAULT_CHAIN_ID,
+    MeasurementFormatError,
+    SignedMeasurement,
+    decode_batch,
+    from_wire,
+    measurement_domain,
+    recover_signer,
+    struct_hash,
+    to_wire,
+)
+from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.store import Store
+
+CHUNK = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    where: str  # "seq 12", "line 3", "interval 2"
+    what: str
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("verify", help="check signatures, seq continuity, hash chain and "
+                                           "Merkle roots of a measurement log or store")
+    parser.add_argument("file", nargs="?", help="JSON-lines log (records or captured batches)")
+    parser.add_argument("--db", help="check a gateway store file instead, with its Merkle roots")
+    parser.add_argument("--gateway", help="expected signer address (checksum form)")
+    parser.add_argument("--chain-id", type=int, default=DEFAULT_CHAIN_ID,
+                        help=f"EIP-712 domain chainId (default {DEFAULT_CHAIN_ID})")
+    parser.add_argument("--dedup", action="store_true",
+                        help="accept identical repeats of a record (MQTT QoS 1 redelivery)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(func=run_verify)
+    export = sub.add_parser("export", help="write a store's records as a JSON-lines log")
+    export.add_argument("--db", required=True, help="gateway store file")
+    export.add_argument("--from", dest="seq_from", type=int, default=1)
+    export.add_argument("--to", dest="seq_to", type=int, default=(1 << 64) - 1)
+    export.add_argument("-o", "--out", required=True, help="output file ('-' for stdout)")
+    export.set_defaults(func=run_export)
+
+
+def read_log(path: Path) -> Iterator[tuple[int, SignedMeasurement | MeasurementFormatError]]:
+    """(line number, record or the error that line produced), in file order."""
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                records = decode_batch(obj) if isinstance(obj, dict) and "m" in obj else [
+                    from_wire(obj if isinstance(obj, dict) else line)]
+            except MeasurementFormatError as exc:
+                yield number, exc
+                continue
+            except (ValueError, RecursionError) as exc:
+                yield number, MeasurementFormatError(f"not JSON: {exc}")
+                continue
+            for sm in records:
+                yield number, sm
+
+
+def check_records(records: Iterable[SignedMeasurement], *, domain: Domain,
+                  gateway: str | None = None, dedup: bool = False,
+                  ) -> tuple[list[Problem], dict[str, tuple[int, int, int]]]:
+    """Problems found, and per gateway (records, first seq, last seq)."""
+    problems: list[Problem] = []
+    by_gateway: dict[str, dict[int, SignedMeasurement]] = defaultdict(dict)
+    for sm in records:
+        m = sm.measurement
+        where = f"seq {m.seq}"
+        try:
+            signer = recover_signer(sm, domain)
+        except ValueError as exc:
+            problems.append(Problem(where, f"malformed signature: {exc}"))
+            continue
+        if signer != m.gateway:
+            problems.append(Problem(where, f"bad signature: signed by {signer}, record names "
+                                           f"{m.gateway} (forged or altered)"))
+            continue
+        if gateway is not None and m.gateway != gateway:
+            problems.append(Problem(where, f"from gateway {m.gateway}, expected {gateway}"))
+            continue
+        seen = by_gateway[m.gateway].get(m.seq)
+        if seen is None:
+            by_gateway[m.gateway][m.seq] = sm
+        elif seen.signature == sm.signature and seen.measurement == m:
+            if not dedup:
+                problems.append(Problem(where, "duplicate (use --dedup to accept redeliveries)"))
+        else:
+            problems.append(Problem(where, "two different records with this seq (equivocation)"))
+    summary = {}
+    for gw, chain in by_gateway.items():
+        seqs = sorted(chain)
+        summary[gw] = (len(seqs), seqs[0], seqs[-1])
+        problems.extend(_chain_problems(chain, seqs, gw if len(by_gateway) > 1 else ""))
+    return problems, summary
+
+
+def _chain_problems(chain: dict[int, SignedMeasurement], seqs: list[int],
+                    label: str) -> Iterator[Problem]:
+    prefix = f"{label} " if label else ""
+    for seq in seqs:
+        m = chain[seq].measurement
+        if seq == 1 and m.prev_hash != ZERO32:
+            yield Problem(f"{prefix}seq 1", "first record's prevHash is not zero")
+        before = chain.get(seq - 1)
+        if before is None:
+            if seq != seqs[0]:
+                low = max(s for s in seqs if s < seq)
+                yield Problem(f"{prefix}seq {seq}", f"gap: seq {low + 1}..{seq - 1} missing")
+        elif m.prev_hash != struct_hash(before.measurement):
+            yield Problem(f"{prefix}seq {seq}", f"hash chain broken: prevHash is not the hash of "
+                                                f"seq {seq - 1}")
+
+
+def _store_records(store: Store) -> Iterator[SignedMeasurement]:
+    low, high = store.seq_bounds()
+    for start in range(low, high + 1, CHUNK) if high else ():
+        yield from store.measurements_range(start, min(start + CHUNK - 1, high))
+
+
+def _merkle_problems(store: Store) -> Iterator[Problem]:
+    for number, interval in enumerate(store.intervals(), 1):
+        where = f"interval {number} (seq {interval.first_seq}..{interval.last_seq})"
+        leaves = store.interval_leaves(interval.start_ms, interval.end_ms)
+        if len(leaves) != interval.leaf_count:
+            yield Problem(where, f"holds {len(leaves)} records, root was made over "
+                                 f"{interval.leaf_count} (evicted or inserted later)")
+        elif merkle.root([leaf for _, leaf in leaves]) != interval.root:
+            yield Problem(where, "Merkle root does not match the stored records")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    if bool(args.file) == bool(args.db):
+        raise ConfigError("verify: give either a log FILE or --db STORE (one of them)")
+    domain = measurement_domain(args.chain_id)
+    problems: list[Problem] = []
+    if args.db:
+        from gateway.store import Store
+
+        if not Path(args.db).is_file():
+            raise ConfigError(f"verify: store {args.db} does not exist")
+        with Store(args.db) as store:
+            found, summary = check_records(_store_records(store), domain=domain,
+                                           gateway=args.gateway, dedup=args.dedup)
+            problems.extend(found)
+            problems.extend(_merkle_problems(store))
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise ConfigError(f"verify: log file {path} does not exist")
+        good: list[SignedMeasurement] = []
+        for line, item in read_log(path):
+            if isinstance(item, MeasurementFormatError):
+                problems.append(Problem(f"line {line}", str(item)))
+            else:
+                good.append(item)
+        found, summary = check_records(good, domain=domain, gateway=args.gateway,
+                                       dedup=args.dedup)
+        problems.extend(found)
+    _report(problems, summary, args.json)
+    return 0 if not problems and summary else 1
+
+
+def _report(problems: list[Problem], summary: dict[str, tuple[int, int, int]],
+            as_json: bool) -> None:
+    ok = not problems and bool(summary)
+    if as_json:
+        print(json.dumps({"ok": ok, "gateways": {gw: {"records": n, "first_seq": a, "last_seq": b}
+                                                 for gw, (n, a, b) in summary.items()},
+                          "problems": [{"where": p.where, "problem": p.what} for p in problems]}))
+        return
+    for p in problems:
+        print(f"FAIL {p.where}: {p.what}")
+    for gw, (n, a, b) in summary.items():
+        print(f"gateway {gw}: {n} records, seq {a}..{b}")
+    if not summary:
+        print("FAIL no valid records found")
+    print("OK" if ok else f"FAILED: {len(problems)} problem(s)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from gateway.store import Store
+
+    if not Path(args.db).is_file():
+        raise ConfigError(f"export: store {args.db} does not exist")
+    with Store(args.db) as store:
+        low, high = store.seq_bounds()
+        first, last = max(args.seq_from, low), min(args.seq_to, high)
+        out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
+        try:
+            count = 0
+            for start in range(first, last + 1, CHUNK) if high else ():
+                for sm in store.measurements_range(start, min(start + CHUNK - 1, last)):
+                    out.write(to_wire(sm) + b"\n")
+                    count += 1
+        finally:
+            if out is not sys.stdout.buffer:
+                out.close()
+    print(f"exported {count} records (seq {first}..{last})", file=sys.stderr)
+    return 0

@@ -1,0 +1,388 @@
+"""The Measurement record: an EIP-712 struct per poll sample, hash-chained, signed, and its wire form.
+
+Types (docs/measurements.md has the full contract):
+
+    Reading(string name,int256 value,string unit,uint8 quality)
+    Measurement(address gateway,string device,uint64 seq,uint64 time,bool clockSynced,
+                Reading[] readings,bytes32 prevHash)
+
+`seq` rises by exactly 1 per gateway (the first record is seq 1) and `prevHash` is the struct hash of
+the record with seq - 1 (32 zero bytes for seq 1). A record's struct hash is its Merkle leaf. Values
+are fixed-point: value x 10^3, rounded half-to-even from the value's shortest decimal form.
+
+Everything here is pure: time is an argument, and `MeasurementChain` is the only state (last seq and
+last hash), handed in from the store at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import accumulate
+from typing import Any
+
+from gateway.core.eip712 import (
+    ZERO32,
+    Domain,
+    checksum_address,
+    enc_address,
+    enc_bool,
+    enc_bytes32,
+    enc_int,
+    enc_uint,
+    hash_text,
+    keccak256,
+    type_hash,
+    typed_digest,
+)
+from gateway.core.identity import GatewayKey, recover_address
+from gateway.core.readings import Quality, Reading
+from gateway.errors import RemoteError
+
+READING_TYPE = "Reading(string name,int256 value,string unit,uint8 quality)"
+# encodeType lists the primary type, then referenced struct types sorted by name (EIP-712,
+# "Definition of encodeType").
+MEASUREMENT_TYPE = ("Measurement(address gateway,string device,uint64 seq,uint64 time,"
+                    "bool clockSynced,Reading[] readings,bytes32 prevHash)" + READING_TYPE)
+READING_TYPEHASH = type_hash(READING_TYPE)
+MEASUREMENT_TYPEHASH = type_hash(MEASUREMENT_TYPE)
+
+DOMAIN_NAME = "drgw"
+DOMAIN_VERSION = "1"
+DEFAULT_CHAIN_ID = 1
+VALUE_DECIMALS = 3  # int256 value = round_half_even(value x 10^3)
+QUALITY_CODES = {Quality.OK: 0, Quality.STALE: 1, Quality.ERROR: 2}
+WIRE_VERSION = 1
+# Bounds that keep a hostile payload from costing more than a few KB of work per record.
+MAX_TEXT = 64
+MAX_READINGS = 256
+MAX_BATCH = 10_000
+_INT256_MIN, _INT256_MAX = -(1 << 255), (1 << 255) - 1
+_UINT64_MAX = (1 << 64) - 1
+
+
+class MeasurementFormatError(RemoteError):
+    """A wire-form measurement or batch that is malformed: the message names the field."""
+
+
+def measurement_domain(chain_id: int = DEFAULT_CHAIN_ID) -> Domain:
+    """The EIP-712 domain of measurements: ("drgw", "1", chainId), no verifyingContract."""
+    return Domain.create(name=DOMAIN_NAME, version=DOMAIN_VERSION, chain_id=chain_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaledReading:
+    """One Reading struct: a named fixed-point value (x 10^3) with its unit and quality code."""
+
+    name: str
+    value: int
+    unit: str
+    quality: int  # 0 ok, 1 stale, 2 error
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measurement:
+    gateway: str  # checksum address
+    device: str
+    seq: int
+    time_ms: int
+    clock_synced: bool
+    readings: tuple[ScaledReading, ...]
+    prev_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedMeasurement:
+    """A record, its 65-byte signature (r || s || v) and its struct hash (`leaf`), computed when it
+    was signed or decoded. Verification recomputes the hash rather than trusting `leaf`."""
+
+    measurement: Measurement
+    signature: bytes
+    leaf: bytes
+
+
+def scale_value(value: float | int) -> int | None:
+    """value x 10^3 rounded half-to-even, from the shortest decimal that reads back as `value`
+    (so 0.0025 -> 2, 0.0035 -> 4). None for NaN, infinities and values outside int256."""
+    if isinstance(value, int):  # bool is an int: True -> 1000
+        scaled = int(value) * 1000
+    elif not math.isfinite(value):
+        return None
+    else:
+        scaled = int(Decimal(repr(value)).scaleb(VALUE_DECIMALS).to_integral_value(ROUND_HALF_EVEN))
+    return scaled if _INT256_MIN <= scaled <= _INT256_MAX else None
+
+
+def scale_reading(reading: Reading) -> ScaledReading:
+    """A device Reading as a Reading struct. A missing or unrepresentable value becomes 0 with
+    quality error; text values (serial numbers, firmware) are not measurements and raise ValueError."""
+    value = reading.value
+    if isinstance(value, str):
+        raise ValueError(f"reading {reading.name!r} is text; only numeric readings are measured")
+    quality = QUALITY_CODES[reading.quality]
+    scaled = None if value is None else scale_value(value)
+    if scaled is None:
+        return ScaledReading(reading.name, 0, reading.unit, QUALITY_CODES[Quality.ERROR])
+    return ScaledReading(reading.name, scaled, reading.unit, quality)
+
+
+def scale_readings(readings: Iterable[Reading | ScaledReading]) -> tuple[ScaledReading, ...]:
+    """Reading structs for a sample's readings; text-valued readings are left out."""
+    out = []
+    for r in readings:
+        if isinstance(r, ScaledReading):
+            out.append(r)
+        elif not isinstance(r.value, str):
+            out.append(scale_reading(r))
+    return tuple(out)
+
+
+def struct_hash(m: Measurement) -> bytes:
+    """hashStruct(Measurement): the record's Merkle leaf. Raises ValueError for out-of-range fields."""
+    readings = keccak256(b"".join(
+        keccak256(READING_TYPEHASH + hash_text(r.name) + enc_int(r.value)
+                  + hash_text(r.unit) + enc_uint(r.quality, 8))
+        for r in m.readings))
+    return keccak256(
+        MEASUREMENT_TYPEHASH + enc_address(_address_bytes(m.gateway)) + hash_text(m.device)
+        + enc_uint(m.seq, 64) + enc_uint(m.time_ms, 64) + enc_bool(m.clock_synced)
+        + readings + enc_bytes32(m.prev_hash))
+
+
+def signing_digest(m: Measurement, domain: Domain) -> bytes:
+    """The 32 bytes that get signed: keccak256(0x1901 || domainSeparator || hashStruct(m))."""
+    return typed_digest(domain.separator, struct_hash(m))
+
+
+def sign(m: Measurement, key: GatewayKey, domain: Domain) -> SignedMeasurement:
+    if m.gateway != key.address:
+        raise ValueError(f"record names gateway {m.gateway} but the key is {key.address}")
+    leaf = struct_hash(m)
+    return SignedMeasurement(measurement=m, signature=key.sign_digest(
+        typed_digest(domain.separator, leaf)), leaf=leaf)
+
+
+def recover_signer(sm: SignedMeasurement, domain: Domain) -> str:
+    """The address that signed `sm` (recomputed from the record). Raises ValueError when the
+    signature is malformed; compare the result with `sm.measurement.gateway`."""
+    return recover_address(signing_digest(sm.measurement, domain), sm.signature)
+
+
+class MeasurementChain:
+    """Hands out the next record of one gateway's chain: seq + 1, prevHash = last struct hash.
+
+    Start it from the store's last committed (seq, hash) so a restart never reuses a seq.
+    """
+
+    __slots__ = ("gateway", "last_hash", "last_seq")
+
+    def __init__(self, *, gateway: str, last_seq: int = 0, last_hash: bytes = ZERO32) -> None:
+        if (last_seq == 0) != (last_hash == ZERO32):
+            raise ValueError("an empty chain has seq 0 and a zero hash, a started one neither")
+        self.gateway = gateway
+        self.last_seq = last_seq
+        self.last_hash = last_hash
+
+    def next(self, device: str, time_ms: int, clock_synced: bool,
+             readings: Iterable[Reading | ScaledReading]) -> Measurement:
+        return self._advance(device, time_ms, clock_synced, readings)[0]
+
+    def next_signed(self, key: GatewayKey, domain: Domain, *, device: str, time_ms: int,
+                    clock_synced: bool,
+                    readings: Iterable[Reading | ScaledReading]) -> SignedMeasurement:
+        """`next` and `sign` in one step, hashing the record once (the hot path)."""
+        if key.address != self.gateway:
+            raise ValueError(f"chain of gateway {self.gateway} can't be signed by {key.address}")
+        m, leaf = self._advance(device, time_ms, clock_synced, readings)
+        return SignedMeasurement(measurement=m, signature=key.sign_digest(
+            typed_digest(domain.separator, leaf)), leaf=leaf)
+
+    def _advance(self, device: str, time_ms: int, clock_synced: bool,
+                 readings: Iterable[Reading | ScaledReading]) -> tuple[Measurement, bytes]:
+        m = Measurement(gateway=self.gateway, device=device, seq=self.last_seq + 1,
+                        time_ms=time_ms, clock_synced=clock_synced,
+                        readings=scale_readings(readings), prev_hash=self.last_hash)
+        leaf = struct_hash(m)  # validates ranges before the chain moves on
+        self.last_seq, self.last_hash = m.seq, leaf
+        return m, leaf
+
+
+# ---- wire form --------------------------------------------------------------------------------
+
+def _address_bytes(address: str) -> bytes:
+    if len(address) != 42 or address[:2] != "0x":
+        raise ValueError(f"address {address!r} is not 0x + 40 hex digits")
+    return bytes.fromhex(address[2:])
+
+
+def _item(sm: SignedMeasurement) -> dict[str, Any]:
+    m = sm.measurement
+    return {"dev": m.device, "seq": m.seq, "t": m.time_ms, "sync": m.clock_synced,
+            "r": [[r.name, r.value, r.unit, r.quality] for r in m.readings],
+            "prev": m.prev_hash.hex(), "sig": sm.signature.hex()}
+
+
+def to_wire(sm: SignedMeasurement) -> bytes:
+    """Compact JSON of one record: {"v":1,"gw":...,"dev","seq","t","sync","r","prev","sig"}."""
+    obj = {"v": WIRE_VERSION, "gw": sm.measurement.gateway, **_item(sm)}
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_batch(signed: Sequence[SignedMeasurement]) -> bytes:
+    """One MQTT payload: {"v":1,"gw":GATEWAY,"m":[record without v/gw, ...]} (one gateway)."""
+    if not signed:
+        raise ValueError("a batch holds at least one measurement")
+    gateway = signed[0].measurement.gateway
+    if any(sm.measurement.gateway != gateway for sm in signed):
+        raise ValueError("a batch holds the measurements of one gateway")
+    obj = {"v": WIRE_VERSION, "gw": gateway, "m": [_item(sm) for sm in signed]}
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def batch_from_wire(wires: Sequence[bytes]) -> bytes:
+    """`encode_batch` of records already in wire form (as the store keeps them), without
+    re-encoding: the same bytes, because to_wire writes "v" and "gw" first and the rest verbatim."""
+    if not wires:
+        raise ValueError("a batch holds at least one measurement")
+    head = wires[0][:_WIRE_HEAD]  # {"v":1,"gw":"0x<40 hex>",
+    if any(w[:_WIRE_HEAD] != head for w in wires):
+        raise ValueError("a batch holds the measurements of one gateway")
+    return (head + b'"m":[{' + b",{".join(w[_WIRE_HEAD:] for w in wires) + b"]}")
+
+
+_WIRE_HEAD = len(b'{"v":1,"gw":"0x0000000000000000000000000000000000000000",')
+
+
+# json's C scanner recurses once per nesting level; a payload of 100k "[" can overflow the C stack
+# (a segfault, not a RecursionError, when the recursion limit was raised). Our payloads nest 4 deep,
+# so the depth is measured first, with strings blanked out, at C speed.
+_MAX_DEPTH = 8
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def _nesting(raw: bytes) -> int:
+    skeleton = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET).translate(_BRACKET_STEP)
+    return max(accumulate(array("b", skeleton)), default=0)
+
+
+def _loads(data: bytes | str, what: str) -> Any:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _nesting(raw) > _MAX_DEPTH:
+        raise MeasurementFormatError(f"{what} nests deeper than {_MAX_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digits
+        raise MeasurementFormatError(f"{what} is not JSON: {exc}") from None
+
+
+def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise MeasurementFormatError(f"{where}: field {key!r} is missing")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MeasurementFormatError(f"{where}: field {key!r} has the wrong type "
+                                     f"({type(value).__name__})")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise MeasurementFormatError(f"{where}: expected a string of at most {MAX_TEXT} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: not hashable as UTF-8
+        raise MeasurementFormatError(f"{where}: string is not valid Unicode") from None
+    return value
+
+
+def _uint(obj: dict[str, Any], key: str, where: str, maximum: int = _UINT64_MAX) -> int:
+    value: int = _field(obj, key, int, where)
+    if not 0 <= value <= maximum:
+        raise MeasurementFormatError(f"{where}: field {key!r} is out of range 0..{maximum}")
+    return value
+
+
+def _hex(obj: dict[str, Any], key: str, size: int, where: str) -> bytes:
+    text = _field(obj, key, str, where)
+    try:
+        raw = bytes.fromhex(text) if len(text) == 2 * size else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise MeasurementFormatError(f"{where}: field {key!r} must be {2 * size} hex digits")
+    return raw
+
+
+def _gateway(obj: dict[str, Any], where: str) -> str:
+    text = _field(obj, "gw", str, where)
+    try:
+        gateway = checksum_address(_address_bytes(text))
+    except ValueError:
+        raise MeasurementFormatError(f"{where}: field 'gw' is not an address") from None
+    if gateway != text:
+        raise MeasurementFormatError(f"{where}: field 'gw' must be the EIP-55 checksum address "
+                                     f"{gateway}")
+    return gateway
+
+
+def _reading(value: Any, where: str) -> ScaledReading:
+    if not isinstance(value, list) or len(value) != 4:
+        raise MeasurementFormatError(f"{where}: a reading is [name, value, unit, quality]")
+    name, scaled, unit, quality = value
+    if not isinstance(scaled, int) or isinstance(scaled, bool) or not (
+            _INT256_MIN <= scaled <= _INT256_MAX):
+        raise MeasurementFormatError(f"{where}: value must be an int256 (value x 10^3)")
+    if not isinstance(quality, int) or isinstance(quality, bool) or quality not in (0, 1, 2):
+        raise MeasurementFormatError(f"{where}: quality must be 0 (ok), 1 (stale) or 2 (error)")
+    return ScaledReading(_text(name, f"{where} name"), scaled, _text(unit, f"{where} unit"),
+                         quality)
+
+
+def _record(obj: Any, gateway: str, where: str) -> SignedMeasurement:
+    if not isinstance(obj, dict):
+        raise MeasurementFormatError(f"{where}: a record is a JSON object")
+    seq = _uint(obj, "seq", where)
+    where = f"{where} (seq {seq})"
+    raw = _field(obj, "r", list, where)
+    if len(raw) > MAX_READINGS:
+        raise MeasurementFormatError(f"{where}: more than {MAX_READINGS} readings")
+    m = Measurement(
+        gateway=gateway, device=_text(_field(obj, "dev", str, where), f"{where} field 'dev'"),
+        seq=seq, time_ms=_uint(obj, "t", where), clock_synced=_field(obj, "sync", bool, where),
+        readings=tuple(_reading(r, f"{where} reading {i}") for i, r in enumerate(raw)),
+        prev_hash=_hex(obj, "prev", 32, where))
+    return SignedMeasurement(measurement=m, signature=_hex(obj, "sig", 65, where),
+                             leaf=struct_hash(m))
+
+
+def _version(obj: Any, what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise MeasurementFormatError(f"{what} must be a JSON object")
+    if type(obj.get("v")) is not int or obj["v"] != WIRE_VERSION:
+        raise MeasurementFormatError(f"{what}: field 'v' must be {WIRE_VERSION} (this gateway "
+                                     f"reads wire version {WIRE_VERSION} only)")
+    return obj
+
+
+def from_wire(data: bytes | str | dict[str, Any]) -> SignedMeasurement:
+    """Parse one wire-form record. Raises MeasurementFormatError (naming the field) on bad input;
+    the signature is not checked here (see `recover_signer`)."""
+    obj = _version(data if isinstance(data, dict) else _loads(data, "record"), "record")
+    return _record(obj, _gateway(obj, "record"), "record")
+
+
+def decode_batch(data: bytes | str | dict[str, Any]) -> list[SignedMeasurement]:
+    """Parse one batch payload. Raises MeasurementFormatError (naming the field) on bad input."""
+    obj = _version(data if isinstance(data, dict) else _loads(data, "batch"), "batch")
+    gateway = _gateway(obj, "batch")
+    items = _field(obj, "m", list, "batch")
+    if not 0 < len(items) <= MAX_BATCH:
+        raise MeasurementFormatError(f"batch: field 'm' must hold 1..{MAX_BATCH} records")
+    return [_record(item, gateway, f"batch record {i}") for i, item in enumerate(items)]
