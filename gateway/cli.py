@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gateway.commands.read",
     "gateway.commands.scan",
     "gateway.commands.simulate",
+    "gateway.commands.run",
     "gateway.commands.keys",
     "gateway.commands.verify",
     "gateway.commands.fleet",

@@ -20,3 +20,8 @@ def scenario_file(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+from tests.mosquitto import broker_fixture  # noqa: E402  (after the helpers above)
+
+mqtt_broker = pytest.fixture(broker_fixture())

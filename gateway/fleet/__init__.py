@@ -1,1 +1,1 @@
-"""Aggregator-side tools: fleet CLI, market driver."""
+"""Aggregator-side tools: fleet roster, live stream checker, signed command sender."""

@@ -249,6 +249,32 @@ class Store:
                                     "ORDER BY seq", [seq_from, seq_to])
         return [from_wire(bytes(wire)) for (wire,) in cursor]
 
+    def requeue(self, seq_from: int, seq_to: int, topic: str, *, now_ms: int | None = None) -> int:
+        """Queue stored records seq_from..seq_to again (a fleet "resend"); returns how many.
+
+        The copies go out as ordinary outbox batches; consumers de-duplicate by seq, and the content
+        is byte-identical, so a resend is a redelivery, never a second version of a record."""
+        now = self._clock_ms() if now_ms is None else now_ms
+        rows = self._conn.execute("SELECT seq, wire FROM measurements WHERE seq BETWEEN ? AND ? "
+                                  "ORDER BY seq", [seq_from, seq_to]).fetchall()
+        batches = []
+        for i in range(0, len(rows), self.batch_size):
+            chunk = rows[i:i + self.batch_size]
+            payload = batch_from_wire([bytes(w) for _, w in chunk])
+            batches.append((topic, payload, len(payload), chunk[0][0], chunk[-1][0], now))
+        if not batches:
+            return 0
+        added = sum(b[2] for b in batches)
+        counts = {"resent_measurements": len(rows)}
+        with self._transaction():
+            self._conn.executemany("INSERT INTO outbox (topic, payload, nbytes, seq_first, "
+                                   "seq_last, created_ms) VALUES (?, ?, ?, ?, ?, ?)", batches)
+            rows_left, bytes_left = self._evict(self._outbox_rows + len(batches),
+                                                self._outbox_bytes + added, now, counts)
+            self._bump(counts)
+        self._outbox_rows, self._outbox_bytes = rows_left, bytes_left
+        return len(rows)
+
     def seq_bounds(self) -> tuple[int, int]:
         """(oldest, newest) stored seq; (0, 0) when empty."""
         lo, hi = self._conn.execute("SELECT min(seq), max(seq) FROM measurements").fetchone()

@@ -1,0 +1,63 @@
+"""`drgw run CONFIG`: the agent. SIGTERM/SIGINT stop it cleanly; a restart request re-executes it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gateway import trial
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("run", help="run the agent: devices -> signed measurements -> MQTT")
+    parser.add_argument("config", type=Path, help="the gateway config file (docs/config.md)")
+    parser.set_defaults(func=run)
+
+
+def _load(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError:
+        if trial.on_trial(path) and trial.rollback(path):
+            log.error("the new config of %s does not load; rolled back to the last good one", path)
+            return load_config(path)
+        raise
+
+
+async def _serve(config: GatewayConfig) -> int:
+    from gateway.app import Agent
+    from gateway.core.identity import load_key
+
+    password = None
+    if config.key_password_file is not None:
+        password = config.key_password_file.read_text(encoding="utf-8").strip()
+    key = load_key(config.key, password)
+    agent = Agent(config, key=key)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.request_stop, 0)
+    log.warning("drgw %s running as %s with %d device(s), config %s", config.path, key.address,
+                len(config.devices.devices), config.config_hash)
+    return await agent.run()
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.app import RESTART
+
+    config = _load(args.config)
+    logging.getLogger().setLevel(config.log_level)
+    code = asyncio.run(_serve(config))
+    if code == RESTART:
+        log.warning("restarting")
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "gateway.cli", *sys.argv[1:]])
+    return code
