@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.modbus import BIT_FUNCTIONS, READ_FUNCTION, RTU_READ_RESPONSE_OVERHEAD, RTU_REQUEST_BYTES
+from gateway.core.modbus import (
+    BIT_FUNCTIONS,
+    READ_FUNCTION,
+    RTU_READ_RESPONSE_OVERHEAD,
+    RTU_REQUEST_BYTES,
+)
 from gateway.core.profiles import MODBUS_MAX_BITS, Point
 
 # What a new request costs on an RTU line, in bytes-equivalents: its request frame, the response's
