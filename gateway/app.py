@@ -191,12 +191,14 @@ class Agent:
         return self.exit_code
 
     async def _shutdown(self, tasks: set[asyncio.Task[Any]], stopper: asyncio.Task[Any]) -> None:
+        log.info("stopping: polling ends")
         by_name = {t.get_name(): t for t in tasks}
         for name in ("devices", "housekeeping", "measure"):
             by_name[name].cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await by_name[name]
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+                await asyncio.wait_for(by_name[name], 5.0)
         self._drain_samples()  # what was read is committed before we go
+        log.info("stopping: committed up to seq %d; draining the outbox", self.chain.last_seq)
         if self.link.connected.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.publisher.flushed(), 5.0)
@@ -204,7 +206,9 @@ class Agent:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
             await asyncio.wait_for(by_name["mqtt"], 5.0)
         stopper.cancel()
+        rows, _ = self.store.outbox_depth()
         self.store.close()
+        log.warning("stopped at seq %d, %d batch(es) left in the outbox", self.chain.last_seq, rows)
 
     # ----------------------------------------------------------------------------- status, health
 

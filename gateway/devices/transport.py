@@ -70,8 +70,9 @@ class TcpLink:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await writer.wait_closed()
+            # Bounded: a peer that never acknowledges the close must not hold up a shutdown.
+            with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def write(self, data: bytes) -> None:
         if self._writer is None:

@@ -1,0 +1,239 @@
+"""`drgw market`: simulate a DR window, operate a live DR market over --rpc, simulate reputation.
+
+`simulate` runs a whole window on the embedded chain; deploy, register, announce, clear, settle,
+check and status act on a live JSON-RPC node with the operator's key from a file; reputation-sim
+compares aggregator choice by reputation with random choice. web3 is imported only inside the run
+functions (through gateway.chain), so `drgw --help` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+PHASES = ("clear", "settle", "check")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    market = sub.add_parser("market", help="the DR market: simulate a window or operate one",
+                            description="The blockchain DR market (docs/market.md).")
+    cmds = market.add_subparsers(dest="market_command", metavar="SUBCOMMAND", required=True)
+
+    p = cmds.add_parser("simulate", help="run one DR window of a scenario on the embedded chain")
+    p.add_argument("scenario", metavar="SCENARIO", type=Path,
+                   help="scenario TOML, e.g. examples/market/evening-peak.toml")
+    p.add_argument("--json", action="store_true", help="print the settlement as one JSON object")
+    p.set_defaults(func=run_simulate)
+
+    p = cmds.add_parser("deploy", help="deploy the token and the market (the key becomes operator)")
+    _live(p)
+    p.add_argument("--token-per-currency", type=float, default=1000.0,
+                   help="tokens per currency unit (default 1000)")
+    p.add_argument("--deposit-per-kw", type=float, default=100.0,
+                   help="tokens of deposit per kW of rated power (default 100)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="allowed shortfall (0.05)")
+    p.add_argument("--lockout-minutes", type=int, default=10, help="announcement lead (10)")
+    p.add_argument("--report-grace-minutes", type=int, default=5,
+                   help="minutes after a window for Reports before settlement (5)")
+    p.add_argument("--treasury", help="address that pays winners (default: the operator)")
+    p.set_defaults(func=run_deploy)
+
+    p = cmds.add_parser("register", help="register an aggregator or a household")
+    _live(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--aggregator", metavar="ADDRESS", help="register this aggregator")
+    who.add_argument("--household", metavar="WALLET", help="register this household wallet")
+    p.add_argument("--gateway", metavar="ADDRESS", help="the household's gateway address")
+    p.add_argument("--via", metavar="AGGREGATOR", help="the household's aggregator address")
+    p.set_defaults(func=run_register)
+
+    p = cmds.add_parser("announce", help="announce a DR window")
+    _live(p)
+    p.add_argument("--start", required=True, help="ISO 8601 time or unix seconds")
+    p.add_argument("--end", required=True, help="ISO 8601 time or unix seconds")
+    p.add_argument("--retail", type=float, required=True, help="retail price, currency/kWh")
+    p.add_argument("--realtime", type=float, required=True, help="real-time price, currency/kWh")
+    p.add_argument("--omega", type=float, required=True, help="discomfort sensitivity")
+    p.add_argument("--mode", choices=("shift", "curtail"), default="shift")
+    p.set_defaults(func=run_announce)
+
+    for phase in PHASES:
+        p = cmds.add_parser(phase, help=f"{phase} a DR window")
+        _live(p)
+        p.add_argument("--window", type=int, help="window id (default: the latest)")
+        p.set_defaults(func=run_phase, phase=phase)
+
+    p = cmds.add_parser("status", help="show a window, its bids and the pending transactions")
+    _live(p)
+    p.add_argument("--window", type=int, help="window id (default: the latest)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_status)
+
+    p = cmds.add_parser("reputation-sim", help="compare aggregator choice by reputation vs random")
+    p.add_argument("--users", type=int, default=25)
+    p.add_argument("--aggregators", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_reputation_sim)
+
+
+def _live(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc", required=True, metavar="URL", help="JSON-RPC URL of the chain node")
+    p.add_argument("--key", required=True, metavar="FILE",
+                   help="file with the operator's private key (hex, mode 0600)")
+    p.add_argument("--deployment", default="market-deployment.json", metavar="FILE",
+                   help="deployment file (written by deploy; default market-deployment.json)")
+    p.add_argument("--poa", action="store_true",
+                   help="the chain is proof-of-authority (QBFT/Clique): add the PoA middleware")
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from gateway.chain.simulate import simulate
+    from gateway.core.market_scenario import load_scenario
+
+    try:
+        text = args.scenario.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{args.scenario}: cannot read the scenario ({exc})") from exc
+    result = simulate(load_scenario(text, source=str(args.scenario)))
+    if args.json:
+        print(json.dumps(result.as_json()))
+        return 0
+    print(f"target {result.target_kw:g} kW   clearing price {result.clearing_price:g} tokens/kWh"
+          f"   window {result.window_hours * 60:g} min")
+    head = ("bid", "household", "award kW", "payment", "surplus", "performed", "deposit",
+            "refunded", "forfeited", "note")
+    rows = [(b.id, b.household, f"{b.awarded_kw:g}", f"{b.payment:.3f}", f"{b.surplus:.3f}",
+             ("yes" if b.performed else "no") if b.awarded_kw else "-", f"{b.deposit:g}",
+             f"{b.deposit_refunded:g}", f"{b.deposit_forfeited:g}",
+             b.reason or ("" if b.awarded_kw else "not awarded")) for b in result.bids]
+    _table(head, rows)
+    print(f"operator gain {result.operator_gain:.3f} tokens   "
+          f"{result.tx_count} transactions, {result.gas_total} gas")
+    return 0
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from gateway.chain.market_client import MarketConfig, deploy
+    from gateway.chain.operator import open_session, write_deployment
+    from gateway.core.market_reputation import ReputationRules
+
+    if not 0 <= args.tolerance <= 1:
+        raise ConfigError(f"--tolerance {args.tolerance:g}: use a fraction between 0 and 1")
+    if args.token_per_currency <= 0:
+        raise ConfigError("--token-per-currency must be above 0")
+    s = open_session(rpc=args.rpc, key_file=args.key, deployment_file=args.deployment,
+                     poa=args.poa, deployed=False)
+    config = MarketConfig(treasury=args.treasury or s.sender.address,
+                          deposit_per_kw_mtok=round(args.deposit_per_kw * 1000),
+                          tolerance_bps=round(args.tolerance * 10_000),
+                          lockout_s=args.lockout_minutes * 60,
+                          report_grace_s=args.report_grace_minutes * 60)
+    d = deploy(s.sender, w3=s.node.w3, mtok_per_currency=round(args.token_per_currency * 1000),
+               config=config, rules=ReputationRules())
+    write_deployment(args.deployment, d)
+    print(f"token {d.token}\nmarket {d.market}\nchain {d.chain_id}; written to {args.deployment}")
+    return 0
+
+
+def run_register(args: argparse.Namespace) -> int:
+    from gateway.chain.operator import open_session
+
+    if args.household and not (args.gateway and args.via):
+        raise ConfigError("--household needs --gateway ADDRESS and --via AGGREGATOR")
+    s = _session(args, open_session)
+    if args.aggregator:
+        mined = s.client.register_aggregator(s.sender, args.aggregator)
+    else:
+        mined = s.client.register_household(s.sender, wallet=args.household,
+                                            gateway=args.gateway, aggregator=args.via)
+    print(f"registered in {mined.tx_hash} ({mined.gas_used} gas)")
+    return 0
+
+
+def run_announce(args: argparse.Namespace) -> int:
+    from gateway.chain.operator import open_session, parse_time
+
+    s = _session(args, open_session)
+    if args.omega <= 0:
+        raise ConfigError(f"--omega {args.omega:g}: must be above 0")
+    mined = s.client.announce(
+        s.sender, start_s=parse_time(args.start, "--start"), end_s=parse_time(args.end, "--end"),
+        retail_micro=round(args.retail * 1e6), realtime_micro=round(args.realtime * 1e6),
+        omega_milli=round(args.omega * 1000), mode=0 if args.mode == "shift" else 1)
+    event = s.client.events("WindowAnnounced", mined)[0]
+    print(f"window {event['window']} announced: optimum {event['optimumW'] / 1000:g} kW, "
+          f"{'reduce' if event['reduce'] else 'increase'} load ({mined.gas_used} gas)")
+    return 0
+
+
+def run_phase(args: argparse.Namespace) -> int:
+    from gateway.chain.operator import WINDOW_STATES, open_session
+
+    s = _session(args, open_session)
+    window = args.window or s.client.window_count()
+    mined = getattr(s.client, args.phase)(s.sender, window)
+    state = WINDOW_STATES[s.client.window(window)["state"]]
+    print(f"window {window} {state} in {mined.tx_hash} ({mined.gas_used} gas)")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from gateway.chain.operator import BID_STATES, WINDOW_STATES, open_session
+
+    s = _session(args, open_session)
+    window = args.window or s.client.window_count()
+    info: dict[str, Any] = {"market": s.client.deployment.market, "window": window,
+                            "pending_txs": len(s.outbox.pending_txs(s.sender.chain_id,
+                                                                    s.sender.address))}
+    if window:
+        w = s.client.window(window)
+        info.update(state=WINDOW_STATES[w["state"]], start=w["start"], end=w["end"],
+                    target_kw=w["targetW"] / 1000, clearing_price=w["clearingPrice"] / 1000,
+                    bids=[{"id": b, "award_kw": s.client.bid(b)["awardW"] / 1000,
+                           "state": BID_STATES[s.client.bid(b)["state"]]}
+                          for b in s.client.window_bids(window)])
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def run_reputation_sim(args: argparse.Namespace) -> int:
+    from gateway.core.market_reputation import simulate_completion
+
+    for flag in ("users", "aggregators", "rounds"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be at least 1")
+    r = simulate_completion(users=args.users, aggregators=args.aggregators, rounds=args.rounds,
+                            seed=args.seed)
+    if args.json:
+        print(json.dumps({"by_reputation": r.by_reputation, "at_random": r.at_random,
+                          "users": r.users, "aggregators": r.aggregators, "rounds": r.rounds}))
+        return 0
+    print(f"{r.users} households, {r.aggregators} aggregators, {r.rounds} rounds, "
+          f"seed {args.seed}")
+    print(f"DR completion, aggregators chosen by reputation: {r.by_reputation:.1%}")
+    print(f"DR completion, aggregators chosen at random:     {r.at_random:.1%}")
+    return 0
+
+
+def _session(args: argparse.Namespace, open_session: Any) -> Any:
+    return open_session(rpc=args.rpc, key_file=args.key, deployment_file=args.deployment,
+                        poa=args.poa)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
+    for row in (head, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    sys.stdout.flush()

@@ -1,0 +1,148 @@
+"""Differential test: random DR windows give the same results on the EVM and in the Python model.
+
+Awards, clearing price, target, merit order, payments and deposit outcomes must be identical,
+integer for integer. The chain is deployed once; each example starts from an EVM snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.chain.outbox import ChainOutbox
+from gateway.chain.sender import TxSender
+from gateway.core import market as m
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+HOUSEHOLDS = 5
+LEAD = 1200
+SECONDS = 600
+
+
+@dataclass(frozen=True)
+class BidSpec:
+    household: int
+    power_w: int
+    extra_rated_w: int
+    price_mtok: int
+    from_offset: int  # relative to the window start
+    to_offset: int  # relative to the window end
+    late: bool
+
+
+bid_specs = st.builds(
+    BidSpec,
+    household=st.integers(0, HOUSEHOLDS - 1),
+    power_w=st.one_of(st.integers(-20_000, -1), st.integers(1, 20_000)).filter(bool),
+    extra_rated_w=st.sampled_from([0, 0, 500, 3000]),
+    price_mtok=st.one_of(st.sampled_from([5_000, 31_500, 31_500, 40_000]),
+                         st.integers(0, 90_000)),
+    from_offset=st.sampled_from([0, -60, -3600, 60]),
+    to_offset=st.sampled_from([0, 60, 3600, -60]),
+    late=st.sampled_from([False, False, False, True]),
+)
+windows = st.fixed_dictionaries({
+    "retail": st.integers(100_000, 900_000),
+    "realtime": st.integers(50_000, 1_200_000),
+    "omega": st.integers(100, 5_000),
+    "mode": st.sampled_from([0, 1]),
+})
+# per household: None = no Report, else delivered energy as per mille of its awarded energy
+deliveries = st.lists(st.one_of(st.none(), st.integers(-100, 1200)), min_size=HOUSEHOLDS,
+                      max_size=HOUSEHOLDS)
+
+
+@pytest.fixture(scope="module")
+def world(market_class):  # type: ignore[no-untyped-def]
+    from gateway.chain.node import embedded
+
+    outbox = ChainOutbox(":memory:")
+    market = market_class(embedded(), outbox, tolerance_bps=500, deposit_per_kw=100_000)
+    households = [market.household(f"d{i}") for i in range(HOUSEHOLDS)]
+    snapshot = market.node.tester.take_snapshot()
+    return market, households, snapshot
+
+
+def fresh(market, key: bytes) -> TxSender:  # type: ignore[no-untyped-def]
+    return TxSender(w3=market.node.w3, key=key, outbox=market.outbox, decoder=market.decoder)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.data_too_large])
+@given(specs=st.lists(bid_specs, min_size=1, max_size=12), window=windows, shares=deliveries)
+def test_evm_and_model_agree(world, specs: list[BidSpec], window: dict[str, int],  # type: ignore[no-untyped-def]
+                             shares: list[int | None]) -> None:
+    market, households, snapshot = world
+    market.node.tester.revert_to_snapshot(snapshot)
+    market.outbox = ChainOutbox(":memory:")  # nonces restart with the snapshot
+    op = market.op = fresh(market, market.node.funded_keys[0])
+    relayer = fresh(market, market.node.funded_keys[2])
+    wallets = [fresh(market, h.wallet_key) for h in households]
+    c = market.client
+    start = market.now() + 1 + LEAD + len(specs) * 2
+    end = start + SECONDS
+
+    model_bids: list[m.Bid] = []
+
+    def place(spec: BidSpec) -> None:
+        rated = abs(spec.power_w) + spec.extra_rated_w
+        from_s, to_s = start + spec.from_offset, end + spec.to_offset
+        bid_id, _ = c.place_bid(wallets[spec.household], from_s=from_s, to_s=to_s,
+                                power_w=spec.power_w, rated_w=rated, price_mtok=spec.price_mtok)
+        model_bids.append(m.Bid(id=bid_id, household=households[spec.household].address,
+                                from_s=from_s, to_s=to_s, power_w=spec.power_w, rated_w=rated,
+                                price_mtok=spec.price_mtok))
+
+    for spec in (s for s in specs if not s.late):
+        place(spec)
+    announced_at = market.now() + 1
+    c.announce(op, start_s=start, end_s=end, retail_micro=window["retail"],
+               realtime_micro=window["realtime"], omega_milli=window["omega"], mode=window["mode"])
+    w_id = c.window_count()
+    for spec in (s for s in specs if s.late):
+        place(spec)
+    c.clear(op, w_id)
+
+    spec_w = m.WindowSpec(start_s=start, end_s=end, retail_micro=window["retail"],
+                          realtime_micro=window["realtime"], omega_milli=window["omega"],
+                          mode=m.Mode(window["mode"]), cutoff=c.window(w_id)["cutoff"])
+    target = m.target_of(spec_w, 1_000_000)
+    clearing = m.clear(model_bids, spec_w, target, now_s=announced_at)
+    state = c.window(w_id)
+    assert (state["reduce"], state["spreadMtok"], state["dEcMtok"], state["optimumW"]) == (
+        target.reduce, target.spread_mtok, target.dec_mtok, target.optimum_w)
+    if clearing.void_reason:
+        assert state["state"] == 5
+        return
+    assert state["state"] == 2
+    assert (state["targetW"], state["clearingPrice"]) == (clearing.target_w,
+                                                          clearing.clearing_price_mtok)
+    assert c.window_bids(w_id) == clearing.order
+    assert {b: c.bid(b)["awardW"] for b in clearing.order} == dict(clearing.awards)
+
+    market.at(end)
+    award_total: dict[str, int] = {}
+    for b in model_bids:
+        award_total[b.household] = award_total.get(b.household, 0) + clearing.awards.get(b.id, 0)
+    delivered: dict[str, int] = {}
+    for i, h in enumerate(households):
+        share = shares[i]
+        if award_total.get(h.address, 0) == 0 or share is None:
+            continue
+        energy = award_total[h.address] * SECONDS // 3600 * share // 1000
+        signed = market.report(h, w_id, delivered=energy)
+        c.submit_report(relayer, signed)
+        delivered[h.address] = energy
+    paid = c.events("BidPaid", c.settle(op, w_id))
+    checked = c.check(op, w_id)
+    expected = m.settle_and_check(clearing, model_bids, spec_w, delivered=delivered,
+                                  deposit_per_kw_mtok=100_000, tolerance_bps=500)
+    assert {e["bidId"]: e["amount"] for e in paid} == {
+        r.bid_id: r.payment_mtok for r in expected if r.award_w > 0 and r.household in delivered}
+    assert {e["bidId"]: e["amount"] for e in c.events("DepositRefunded", checked)} == {
+        r.bid_id: r.refunded_mtok for r in expected if not r.forfeited_mtok}
+    assert {e["bidId"]: e["amount"] for e in c.events("DepositForfeited", checked)} == {
+        r.bid_id: r.forfeited_mtok for r in expected if r.forfeited_mtok}
