@@ -1,0 +1,264 @@
+"""The measurement pipeline against a local mosquitto: throughput, backlog drain, and `drgw run` cost.
+
+1. pipeline  decode -> sign -> store -> publish on one core: register words of an SDM630's fast and
+             normal points are decoded into readings, each sample becomes a signed EIP-712 record,
+             records are committed to SQLite (WAL, synchronous=FULL) with their outbox batches, and
+             the real Publisher sends them QoS 1 to mosquitto and acks rows after PUBACK. The figure
+             is records/s from the first decode to the last PUBACK. Next to it, the broker's own
+             QoS 1 ceiling in the same run: a bare aiomqtt client publishing payloads of the same
+             size with the same in-flight window, converted to records/s. Goals: >= 5,000/s and
+             >= 0.5 of the ceiling.
+2. drain     a 100,000-record backlog is committed first (as after an outage), then the publisher
+             connects: the rate at which the outbox empties (replay caps off). Goal >= 5,000/s.
+3. agent     `drgw run` polling 10 simulated meters (separate process) at 1 Hz, every poll class,
+             for --agent-seconds: steady RSS and CPU share from /proc after a warm-up.
+             Goals: RSS <= 45 MB (no chain client is loaded), <= 2 % of one core.
+
+    .venv/bin/python bench/pipeline.py [--records 20000] [--backlog 100000] [--agent-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.core.codec import encode_point  # noqa: E402
+from gateway.core.identity import GatewayKey  # noqa: E402
+from gateway.core.measurement import MeasurementChain, encode_batch, measurement_domain  # noqa: E402
+from gateway.core.profiles import load_profile  # noqa: E402
+from gateway.devices.device import DeviceSpec, DeviceState, decode_read  # noqa: E402
+from gateway.net import payloads, topics  # noqa: E402
+from gateway.net.link import MqttLink  # noqa: E402
+from gateway.net.publisher import PublishLimits, Publisher  # noqa: E402
+from gateway.net.settings import LinkSettings  # noqa: E402
+from gateway.store.store import Store  # noqa: E402
+from tests.mosquitto import Broker  # noqa: E402
+
+BATCH = 50  # records per published batch, the agent's default
+
+
+def responses() -> tuple[DeviceState, list[tuple[object, list[int]]]]:
+    """One poll cycle of an SDM630 (fast + normal points): the planned reads and their words."""
+    profile = load_profile("eastron_sdm630")
+    state = DeviceState(DeviceSpec(name="main", profile=profile, unit=1))
+    points = [p for p in profile.points if p.poll in ("fast", "normal")]
+    out = []
+    for read in state.planner.plan(points).reads:
+        words = [0] * read.count
+        for i, point in enumerate(read.points):
+            value = 230.0 + i if point.unit == "V" else 1000.0 + 10 * i
+            start = point.address - read.address
+            words[start:start + point.count] = encode_point(point, value)
+        out.append((read, words))
+    return state, out
+
+
+def link_for(broker: Broker, key: GatewayKey) -> MqttLink:
+    return MqttLink(settings=LinkSettings.from_url(broker.url, client_id="bench-gw"),
+                    gateway=key.address,
+                    status=lambda: payloads.StatusInfo(version="bench", config_hash="0"))
+
+
+async def run_publisher(store: Store, broker: Broker, key: GatewayKey, wake: asyncio.Event,
+                        produce: object = None) -> float:
+    """Run link + publisher until the outbox is empty (after `produce` finished); seconds taken."""
+    publisher = Publisher(store=store, wake=wake, limits=PublishLimits(
+        messages_per_s=0, bytes_per_s=0, window=16, batch_rows=256))
+    link = link_for(broker, key)
+    started = time.perf_counter()
+    task = asyncio.create_task(link.run([publisher]))
+    if produce is not None:
+        await produce  # type: ignore[misc]
+    await link.connected.wait()
+    await publisher.flushed()
+    elapsed = time.perf_counter() - started
+    link.stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 5)
+    return elapsed
+
+
+async def pipeline(broker: Broker, tmp: Path, records: int) -> dict[str, float]:
+    key = GatewayKey.generate()
+    domain = measurement_domain(1)
+    state, cycle = responses()
+    store = Store(tmp / "pipe.db", batch_size=BATCH)
+    chain = MeasurementChain(gateway=key.address)
+    topic = topics.topic(topics.gw_id(key.address), topics.Kind.MEAS)
+    wake = asyncio.Event()
+    readings_per_record = 0
+    batch_bytes: list[int] = []
+
+    async def produce() -> None:
+        nonlocal readings_per_record
+        now = time.time()
+        for start in range(0, records, BATCH):
+            signed = []
+            for i in range(start, min(start + BATCH, records)):
+                readings = [r for read, words in cycle
+                            for r in decode_read(state, read, words, now + i)]  # type: ignore[arg-type]
+                readings_per_record = len(readings)
+                signed.append(chain.next_signed(key, domain, device="main",
+                                                time_ms=int((now + i) * 1000), clock_synced=True,
+                                                readings=readings))
+            if not batch_bytes:
+                batch_bytes.append(len(encode_batch(signed)))
+            store.commit(signed, topic)
+            wake.set()
+            await asyncio.sleep(0)  # let the publisher run on the same core
+
+    cpu0 = time.process_time()
+    elapsed = await run_publisher(store, broker, key, wake, produce())
+    cpu = time.process_time() - cpu0
+    counters = store.counters()
+    store.close()
+    return {"records": records, "seconds": elapsed, "records_per_s": records / elapsed,
+            "cpu_s": cpu, "readings_per_record": readings_per_record,
+            "batches": counters.get("outbox_batches", 0),
+            "batch_bytes": float(batch_bytes[0])}
+
+
+async def broker_ceiling(broker: Broker, payload_bytes: int, messages: int) -> float:
+    """A bare aiomqtt client: QoS 1 publishes with 16 in flight; messages per second."""
+    import aiomqtt
+
+    import logging
+
+    payload = b"x" * payload_bytes
+    quiet = logging.getLogger("bench.ceiling")  # aiomqtt warns about every queued publish
+    quiet.setLevel(logging.ERROR)
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-ceiling",
+                              logger=quiet) as client:
+        sem = asyncio.Semaphore(16)
+
+        async def one() -> None:
+            async with sem:
+                await client.publish("bench/ceiling", payload, qos=1)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(messages)))
+        return messages / (time.perf_counter() - started)
+
+
+async def drain(broker: Broker, tmp: Path, backlog: int) -> dict[str, float]:
+    key = GatewayKey.generate()
+    domain = measurement_domain(1)
+    store = Store(tmp / "drain.db", batch_size=BATCH, outbox_max_rows=0, outbox_max_bytes=0)
+    chain = MeasurementChain(gateway=key.address)
+    topic = topics.topic(topics.gw_id(key.address), topics.Kind.MEAS)
+    _, cycle = responses()
+    state, _ = responses()
+    now = time.time()
+    readings = [r for read, words in cycle for r in decode_read(state, read, words, now)]  # type: ignore[arg-type]
+    for start in range(0, backlog, 500):
+        store.commit([chain.next_signed(key, domain, device="main", time_ms=int(now * 1000) + i,
+                                        clock_synced=True, readings=readings)
+                      for i in range(start, min(start + 500, backlog))], topic)
+    rows, nbytes = store.outbox_depth()
+    elapsed = await run_publisher(store, broker, key, asyncio.Event())
+    store.close()
+    return {"backlog": backlog, "rows": rows, "bytes": nbytes, "seconds": elapsed,
+            "records_per_s": backlog / elapsed}
+
+
+def agent(broker: Broker, tmp: Path, seconds: float, meters: int = 10) -> dict[str, float]:
+    home = tmp / "home.toml"
+    home.write_text("".join(
+        f'[[device]]\nname = "m{i}"\nprofile = "eastron_sdm630"\ntransport = "tcp"\n'
+        f'address = "127.0.0.1:0"\nunit = 1\n[device.load]\nkind = "constant"\n'
+        f"power_w = {500 + 100 * i}\n\n" for i in range(meters)))
+    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", str(home), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert sim.stdout is not None
+        devices = json.loads(sim.stdout.readline())["devices"]
+        subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "new", "--out",
+                        str(tmp / "gw.key")], check=True, capture_output=True)
+        text = (f'[gateway]\nkey = "gw.key"\nlog_level = "WARNING"\n[mqtt]\nbroker = "{broker.url}"\n'
+                "[poll]\nfast = 1.0\nnormal = 1.0\nslow = 1.0\n")
+        for i, d in enumerate(devices):
+            text += (f'[[bus]]\nname = "b{i}"\ntcp = "{d["address"]}"\n[[device]]\nname = "{d["name"]}"\n'
+                     f'profile = "eastron_sdm630"\nbus = "b{i}"\nunit = 1\n')
+        (tmp / "drgw.toml").write_text(text)
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(tmp / "drgw.toml")],
+                                stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(10)  # warm-up: imports, first cycles, broker session
+            tick = os.sysconf("SC_CLK_TCK")
+
+            def cpu() -> float:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / tick
+
+            def rss_mb() -> float:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+                return 0.0
+
+            cpu0, t0, peak = cpu(), time.monotonic(), rss_mb()
+            while time.monotonic() - t0 < seconds:
+                time.sleep(1)
+                peak = max(peak, rss_mb())
+            used, wall, steady = cpu() - cpu0, time.monotonic() - t0, rss_mb()
+            mods = Path(f"/proc/{proc.pid}/maps").read_text()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        with Store(tmp / "drgw.db") as store:
+            _, last = store.seq_bounds()
+        return {"meters": meters, "seconds": wall, "cpu_pct": 100 * used / wall,
+                "rss_mb": steady, "rss_peak_mb": peak, "records": last,
+                "chain_client_loaded": float("eth_tester" in mods or "web3" in mods)}
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--agent-seconds", type=float, default=60.0)
+    parser.add_argument("--skip", action="append", default=[], choices=["pipeline", "drain", "agent"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        with Broker(tmp / "mosquitto") as broker:
+            if "pipeline" not in args.skip:
+                p = asyncio.run(pipeline(broker, tmp, args.records))
+                ceiling_msgs = asyncio.run(broker_ceiling(broker, int(p["batch_bytes"]), 2000))
+                ceiling = ceiling_msgs * BATCH
+                print(f"pipeline: {p['records']:.0f} records ({p['readings_per_record']:.0f} readings "
+                      f"each) in {p['seconds']:.2f} s = {p['records_per_s']:,.0f} records/s "
+                      f"(goal 5,000); CPU {p['cpu_s']:.2f} s")
+                print(f"  broker QoS 1 ceiling: {ceiling_msgs:,.0f} msgs/s of {p['batch_bytes']:.0f} B "
+                      f"= {ceiling:,.0f} records/s; ratio {p['records_per_s'] / ceiling:.2f} (goal 0.5)")
+        with Broker(tmp / "mosquitto2") as broker:
+            if "drain" not in args.skip:
+                d = asyncio.run(drain(broker, tmp, args.backlog))
+                print(f"drain: {d['backlog']:.0f} records in {d['rows']:.0f} batches "
+                      f"({d['bytes'] / 1e6:.1f} MB) drained in {d['seconds']:.2f} s = "
+                      f"{d['records_per_s']:,.0f} records/s (goal 5,000)")
+            if "agent" not in args.skip:
+                a = agent(broker, tmp, args.agent_seconds)
+                print(f"agent: drgw run, {a['meters']:.0f} meters at 1 Hz for {a['seconds']:.0f} s: "
+                      f"CPU {a['cpu_pct']:.2f} % of a core (goal 2 %), RSS {a['rss_mb']:.1f} MB "
+                      f"(peak {a['rss_peak_mb']:.1f}; goal 45), {a['records']:.0f} records, "
+                      f"chain client loaded: {'yes' if a['chain_client_loaded'] else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
