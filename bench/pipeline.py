@@ -40,7 +40,7 @@ from gateway.core.profiles import load_profile  # noqa: E402
 from gateway.devices.device import DeviceSpec, DeviceState, decode_read  # noqa: E402
 from gateway.net import payloads, topics  # noqa: E402
 from gateway.net.link import MqttLink  # noqa: E402
-from gateway.net.publisher import PublishLimits, Publisher  # noqa: E402
+from gateway.net.publisher import Publisher, PublishLimits  # noqa: E402
 from gateway.net.settings import LinkSettings  # noqa: E402
 from gateway.store.store import Store  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
@@ -131,9 +131,9 @@ async def pipeline(broker: Broker, tmp: Path, records: int) -> dict[str, float]:
 
 async def broker_ceiling(broker: Broker, payload_bytes: int, messages: int) -> float:
     """A bare aiomqtt client: QoS 1 publishes with 16 in flight; messages per second."""
-    import aiomqtt
-
     import logging
+
+    import aiomqtt
 
     payload = b"x" * payload_bytes
     quiet = logging.getLogger("bench.ceiling")  # aiomqtt warns about every queued publish
