@@ -114,11 +114,21 @@ class ReadPlanner:
     overhead_bytes: int = RTU_REQUEST_OVERHEAD
     learned: set[tuple[str, int]] = field(default_factory=set)
     unsupported: set[str] = field(default_factory=set)
+    # Plans by the names of the points asked for (names are unique within a device's profile). A
+    # device asks for the same few sets every cycle; only `split` changes what a plan should be.
+    _plans: dict[tuple[str, ...], ReadPlan] = field(default_factory=dict, repr=False)
 
     def plan(self, points: Iterable[Point]) -> ReadPlan:
-        usable = [p for p in points if p.name not in self.unsupported]
-        return plan_reads(usable, max_registers=self.max_registers,
-                          barriers=self.barriers | self.learned, overhead_bytes=self.overhead_bytes)
+        points = list(points)
+        key = tuple(p.name for p in points)
+        cached = self._plans.get(key)
+        if cached is None:
+            usable = [p for p in points if p.name not in self.unsupported]
+            cached = plan_reads(usable, max_registers=self.max_registers,
+                                barriers=self.barriers | self.learned,
+                                overhead_bytes=self.overhead_bytes)
+            self._plans[key] = cached
+        return cached
 
     def split(self, read: PlannedRead) -> list[str]:
         """The device answered "illegal data address" to `read`: learn where to split.
@@ -127,6 +137,7 @@ class ReadPlanner:
         read of several points is halved. A read of one point marks that point unsupported; its name is
         returned so the caller can report it.
         """
+        self._plans.clear()  # what we learn below changes every plan
         points = sorted(read.points, key=lambda p: p.address)
         starts = sorted({p.address for p in points})
         if len(starts) <= 1:
