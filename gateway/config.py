@@ -16,6 +16,7 @@ from gateway.core.profiles import POLL_CLASSES, Profile, load_profile
 from gateway.core.schema import Fields
 from gateway.devices.device import DEFAULT_INTERVALS
 from gateway.errors import ConfigError
+from gateway.loop.settings import ChainConfig, DrConfig, parse_chain, parse_dr
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,8 @@ class GatewayConfig:
     operators: tuple[str, ...]
     devices: DevicesConfig
     text: str  # the file as read: its hash is the config hash in the status topic
+    chain: ChainConfig | None = None  # [chain]: where this household's Reports go
+    dr: DrConfig | None = None  # [dr]: baselines and levers of the closed loop
 
     @property
     def config_hash(self) -> str:
@@ -245,13 +248,20 @@ def parse_config(text: str, *, path: Path) -> GatewayConfig:
         if not (isinstance(address, str) and address.startswith("0x") and len(address) == 42):
             operators.fail(f"allow[{i}]", f"{address!r} is not an Ethereum address (0x + 40 hex)")
     operators.reject_unknown()
+    store = _store(top.sub("store"), base)
+    devices = parse_devices(top)
+    chain = (parse_chain(top.sub("chain"), base=base, store_path=store.path)
+             if "chain" in top else None)
+    dr = (parse_dr(top.sub("dr"), writable={d.name: {p.name: p for p in d.profile.writable}
+                                            for d in devices.devices})
+          if "dr" in top else None)
     config = GatewayConfig(
         path=path, key=key, key_password_file=_path(gw, "key_password_file", base),
         chain_id=gw.optional_int("chain_id") or 1,
         log_level=gw.optional_str("log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
         or "INFO",
-        mqtt=_mqtt(top.sub("mqtt"), base), store=_store(top.sub("store"), base),
-        operators=tuple(a.lower() for a in allow), devices=parse_devices(top), text=text,
+        mqtt=_mqtt(top.sub("mqtt"), base), store=store,
+        operators=tuple(a.lower() for a in allow), devices=devices, text=text, chain=chain, dr=dr,
     )
     gw.reject_unknown()
     top.reject_unknown()

@@ -1,0 +1,153 @@
+"""The `[chain]` and `[dr]` tables of the gateway config: where Reports go, and how the loop acts.
+
+Read strictly like the rest of the config (gateway/config.py); a lever must name a configured device
+and one of its profile's writable points, with comfort limits inside the point's range, so a typo
+fails at start-up instead of mid-event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.core.profiles import Point
+from gateway.core.schema import Fields
+from gateway.errors import ProfileError
+
+BASELINE_METHODS = ("contracted", "pre_event", "ten_in_ten", "high_x_of_y", "recent_days")
+LEVER_KINDS = ("setpoint", "switch", "battery")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    rpc: str  # JSON-RPC URL of a node ("embedded" is reserved for `drgw demo`)
+    market: str  # DRMarket contract address
+    household: str  # the household's wallet, registered on chain with this gateway's address
+    poa: bool  # add web3's ExtraDataToPOAMiddleware (QBFT / Clique consortium chains)
+    sender_key: Path | None  # key that pays gas for Reports; None = the gateway key itself
+    outbox: Path  # SQLite file of the chain outbox (signed transactions, queued Reports)
+    poll_interval: float  # seconds between polls for awards and window changes
+
+
+@dataclass(frozen=True, slots=True)
+class LeverConfig:
+    device: str
+    point: str
+    kind: str  # setpoint | switch | battery
+    priority: int  # lower acts first
+    expected_w: float  # load this lever sheds when fully used (picks how many levers to pull)
+    min: float | None  # setpoint: comfort floor (e.g. 6 A for an EV charger)
+    step: float | None  # setpoint: lower in steps of this size; None = straight to the floor
+    off: float | None  # switch: the "off" value
+    on: float | None  # switch: the "on" value
+    max_off_s: float | None  # switch: comfort limit, restored after this even inside a window
+    min_on_s: float  # switch: time on before it may be switched off again
+    max_w: float | None  # battery: largest discharge setpoint
+
+
+@dataclass(frozen=True, slots=True)
+class DrConfig:
+    baseline: str  # default method for events that do not name one
+    pre_event_minutes: int
+    lead_minutes: float  # an event is "near" this long before its start
+    tolerance: float  # default tolerance of MQTT events that do not carry one
+    max_window_minutes: float
+    hold_off_s: float  # between two escalations, so the last action can show in the meter
+    levers: tuple[LeverConfig, ...]
+
+
+def _address(f: Fields, key: str) -> str:
+    value = f.require_str(key)
+    if not (value.startswith("0x") and len(value) == 42):
+        f.fail(key, f"{value!r} is not an Ethereum address (0x + 40 hex digits)")
+    try:
+        int(value[2:], 16)
+    except ValueError:
+        f.fail(key, f"{value!r} is not an Ethereum address (0x + 40 hex digits)")
+    return value
+
+
+def parse_chain(f: Fields, *, base: Path, store_path: Path) -> ChainConfig:
+    rpc = f.require_str("rpc")
+    if not rpc.startswith(("http://", "https://", "ws://", "wss://")):
+        f.fail("rpc", f"{rpc!r}: write the node's JSON-RPC URL, e.g. http://127.0.0.1:8545")
+    key = f.optional_str("sender_key")
+    outbox = f.optional_str("outbox")
+    interval = f.optional_number("poll_interval") or 15.0
+    if interval <= 0:
+        f.fail("poll_interval", "seconds between chain polls must be > 0")
+    cfg = ChainConfig(
+        rpc=rpc, market=_address(f, "market"), household=_address(f, "household"),
+        poa=bool(f.optional_bool("poa")),
+        sender_key=None if key is None else _rel(Path(key), base),
+        outbox=_rel(Path(outbox), base) if outbox else store_path.with_name("chain-outbox.sqlite"),
+        poll_interval=interval,
+    )
+    f.reject_unknown()
+    return cfg
+
+
+def _rel(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path
+
+
+def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]]) -> DrConfig:
+    """`writable` maps each configured device to its profile's writable points by name."""
+    tolerance = f.optional_number("tolerance")
+    tolerance = 0.05 if tolerance is None else tolerance
+    if not 0 <= tolerance < 1:
+        f.fail("tolerance", "a fraction in [0, 1), e.g. 0.05 for 5 %")
+    levers = tuple(_lever(Fields(raw, where=f"{f.where}: lever[{i}]"), writable)
+                   for i, raw in enumerate(f.list("lever")))
+    cfg = DrConfig(
+        baseline=f.optional_str("baseline", choices=BASELINE_METHODS) or "pre_event",
+        pre_event_minutes=f.optional_int("pre_event_minutes") or 30,
+        lead_minutes=f.optional_number("lead_minutes") or 10.0,
+        tolerance=tolerance,
+        max_window_minutes=f.optional_number("max_window_minutes") or 240.0,
+        hold_off_s=f.optional_number("hold_off_s") or 30.0,
+        levers=levers,
+    )
+    if not 1 <= cfg.pre_event_minutes <= 1440:
+        f.fail("pre_event_minutes", "1..1440 minutes")
+    f.reject_unknown()
+    return cfg
+
+
+def _lever(f: Fields, writable: Mapping[str, Mapping[str, Point]]) -> LeverConfig:
+    device = f.require_str("device")
+    if device not in writable:
+        f.fail("device", f"no [[device]] is named {device!r}; use one of {', '.join(writable) or '(none)'}")
+    point = f.require_str("point")
+    points = writable[device]
+    if point not in points:
+        f.fail("point", f"{point!r} is not a writable point of {device!r}; use one of "
+               f"{', '.join(points) or '(it has none)'}")
+    kind = f.require_str("kind", choices=LEVER_KINDS)
+    max_off = f.optional_number("max_off_minutes")
+    lever = LeverConfig(
+        device=device, point=point, kind=kind, priority=f.optional_int("priority") or 1,
+        expected_w=f.require_number("expected_w"),
+        min=f.optional_number("min"), step=f.optional_number("step"),
+        off=f.optional_number("off"), on=f.optional_number("on"),
+        max_off_s=None if max_off is None else max_off * 60.0,
+        min_on_s=(f.optional_number("min_on_minutes") or 0.0) * 60.0,
+        max_w=f.optional_number("max_w"),
+    )
+    if lever.expected_w <= 0:
+        f.fail("expected_w", "the load this lever sheds, in W, > 0")
+    needs = {"setpoint": ("min",), "switch": ("off", "on"), "battery": ("max_w",)}[kind]
+    for key in needs:
+        if getattr(lever, key) is None:
+            f.fail(key, f"a {kind} lever needs {' and '.join(repr(k) for k in needs)}")
+    for key in ("min", "off", "on", "max_w"):
+        value = getattr(lever, key)
+        if value is None:
+            continue
+        try:
+            points[point].check_write(value)
+        except ProfileError as exc:
+            f.fail(key, f"{value:g} cannot be written to {device}.{point}: {exc}")
+    f.reject_unknown()
+    return lever
