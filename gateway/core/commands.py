@@ -118,6 +118,17 @@ def _text(limit: int) -> Callable[[Any], str | None]:
     return lambda v: None if isinstance(v, str) and len(v) <= limit else f"a string <= {limit} chars"
 
 
+def _curve(v: Any) -> str | None:
+    ok = isinstance(v, list) and 0 < len(v) <= 1440 and all(_number(x) is None for x in v)
+    return None if ok else "a list of 1..1440 finite numbers (W per slot)"
+
+
+def _params(v: Any) -> str | None:
+    ok = isinstance(v, dict) and len(v) <= 16 and all(
+        isinstance(k, str) and _number(x) is None for k, x in v.items())
+    return None if ok else "an object of at most 16 numeric parameters"
+
+
 @dataclass(frozen=True, slots=True)
 class Arg:
     name: str
@@ -140,6 +151,14 @@ COMMANDS: Mapping[str, tuple[Arg, ...]] = {
     "config_set": (Arg("text", _text(12 * 1024)), Arg("dry_run", _bool, False)),
     "restart": (),
     "set_log_level": (Arg("level", _choice("DEBUG", "INFO", "WARNING", "ERROR")),),
+    # A DR event run without a market (docs/closed-loop.md): the aggregator's own signed order.
+    "dr_event": (Arg("event_id", _name), Arg("modification", _int(0, 2**31 - 1)),
+                 Arg("start", _int(0, 2**40)), Arg("end", _int(0, 2**40)),
+                 Arg("target_w", _int(0, 10**6)), Arg("direction", _choice("reduce", "increase"), False),
+                 Arg("tolerance_bps", _int(0, 10_000), False), Arg("cancelled", _bool, False),
+                 Arg("baseline", _choice("contracted", "pre_event", "ten_in_ten", "high_x_of_y",
+                                         "recent_days"), False),
+                 Arg("baseline_params", _params, False), Arg("curve_w", _curve, False)),
 }
 MAX_RESEND_SPAN = 100_000
 

@@ -41,6 +41,7 @@ class AgentControl(Protocol):
     async def config_set(self, text: str, dry_run: bool) -> JSON: ...
     async def restart(self) -> JSON: ...
     async def set_log_level(self, level: str) -> JSON: ...
+    async def dr_event(self, args: Mapping[str, Any]) -> JSON: ...
 
 
 # Per-command time limits (seconds); a handler that overruns gets a `timeout` error reply.
@@ -57,6 +58,8 @@ async def call(agent: AgentControl, command: Command) -> JSON:
             return await agent.write_point(a["device"], a["name"], a["value"])
         case "scan":
             return await agent.scan(a)
+        case "dr_event":
+            return await agent.dr_event(a)
         case "resend":
             return await agent.resend(a["seq_from"], a["seq_to"])
         case "config_set":

@@ -103,3 +103,7 @@ class FakeAgent:
         await self._note("set_log_level", level)
         self.log_level = level
         return {"level": level}
+
+    async def dr_event(self, args: Mapping[str, Any]) -> Any:
+        await self._note("dr_event", dict(args))
+        return {"event_id": args["event_id"], "accepted": True}
