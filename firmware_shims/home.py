@@ -7,7 +7,8 @@
         home.device("main").inject(NoReply())
 
 Devices on TCP share a server when they share an explicit host:port (port 0 always gets its own
-server); devices on RTU share one server per bus. `SimulatedHome` is reusable but not re-entrant.
+server); devices on RTU share one server per bus; DL/T 645 meters share one simulated line per bus
+(firmware_shims.dlt645). `SimulatedHome` is reusable but not re-entrant.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from firmware_shims.clock import ScaledClock
 from firmware_shims.device import Clock, DeviceCounters, SimulatedDevice
+from firmware_shims.dlt645 import Dlt645Bus, SimulatedMeter
 from firmware_shims.faults import BadCrc, Fault
 from firmware_shims.loads import LoadModel
 from firmware_shims.registers import Value
@@ -38,12 +40,16 @@ class DeviceInfo:
     name: str
     profile: str
     transport: str
-    address: str  # TCP "host:port", or the serial port (pty path) a client opens for RTU
+    address: str  # TCP "host:port", or the serial port (pty path) a client opens for RTU/DL/T 645
     unit: int
+    meter_address: str | None = None  # transport dlt645: the meter's 12-digit address
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "profile": self.profile, "transport": self.transport,
-                "address": self.address, "unit": self.unit}
+        out = {"name": self.name, "profile": self.profile, "transport": self.transport,
+               "address": self.address, "unit": self.unit}
+        if self.meter_address is not None:
+            out["meter_address"] = self.meter_address
+        return out
 
 
 class DeviceHandle:
@@ -67,7 +73,7 @@ class DeviceHandle:
         self.device.set_load(load)
 
     def inject(self, fault: Fault) -> None:
-        if isinstance(fault, BadCrc) and self.transport != "rtu":
+        if isinstance(fault, BadCrc) and self.transport not in ("rtu", "dlt645"):
             raise ConfigError(f"{self.device.name}: bad CRC applies to rtu devices only: "
                               "Modbus TCP frames carry no CRC")
         self.device.inject(fault, now_monotonic=self._monotonic())
@@ -92,7 +98,7 @@ class SimulatedHome:
         self._devices: dict[str, SimulatedDevice] = {}
         self._handles: dict[str, DeviceHandle] = {}
         self._infos: list[DeviceInfo] = []
-        self._servers: list[TcpEndpoint | RtuBus] = []
+        self._servers: list[TcpEndpoint | RtuBus | Dlt645Bus] = []
         self._running = False
 
     @property
@@ -144,7 +150,8 @@ class SimulatedHome:
                                                     monotonic=monotonic)
         addresses = await self._start_servers()
         self._infos = [DeviceInfo(name=s.name, profile=s.profile.name, transport=s.transport,
-                                  address=addresses[s.name], unit=s.unit)
+                                  address=addresses[s.name], unit=s.unit,
+                                  meter_address=s.meter_address)
                        for s in scenario.devices]
         for spec in scenario.devices:  # faults last, so that a reboot counts from now
             for fault in spec.faults:
@@ -155,9 +162,13 @@ class SimulatedHome:
         scenario = self.scenario
         tcp_groups: dict[str, list[SimulatedDevice]] = {}
         rtu_groups: dict[str, list[SimulatedDevice]] = {}
+        dlt645_groups: dict[str, list[SimulatedMeter]] = {}
         for spec in scenario.devices:
             device = self._devices[spec.name]
-            if spec.transport == "rtu":
+            if spec.transport == "dlt645":
+                meter = SimulatedMeter(device, spec.meter_address or "")
+                dlt645_groups.setdefault(spec.address, []).append(meter)
+            elif spec.transport == "rtu":
                 rtu_groups.setdefault(spec.address, []).append(device)
             elif spec.address.endswith(":0"):
                 tcp_groups[f"{spec.address}#{spec.name}"] = [device]
@@ -176,6 +187,12 @@ class SimulatedHome:
             self._servers.append(bus)
             await bus.start()
             addresses.update((d.name, bus.client_path) for d in devices)
+        for name, meters in dlt645_groups.items():
+            bus_spec = scenario.bus(name)
+            line = Dlt645Bus(name, bus_spec.line, meters, wire_timing=bus_spec.wire_timing)
+            self._servers.append(line)
+            await line.start()
+            addresses.update((m.device.name, line.client_path) for m in meters)
         return addresses
 
     async def _stop(self) -> None:

@@ -29,11 +29,13 @@ from firmware_shims.physics import Grid
 from firmware_shims.registers import Value
 from firmware_shims.servers import split_host_port
 from firmware_shims.wire import BAUD_RATES, LineSettings
+from gateway.core import dlt645
 from gateway.core.profiles import Profile, load_profile
 from gateway.core.schema import Fields
 from gateway.errors import ConfigError
 
-TRANSPORTS = ("tcp", "rtu")
+TRANSPORTS = ("tcp", "rtu", "dlt645")
+SERIAL_TRANSPORTS = ("rtu", "dlt645")  # devices on a simulated RS-485 line (a [[bus]])
 # The keys each table accepts. Unknown keys are reported before missing ones: "option 'power' is not
 # valid; did you mean 'power_w'?" helps more than "option 'power_w' is required".
 TOP_KEYS = ("simulation", "bus", "device")
@@ -41,7 +43,8 @@ SIMULATION_KEYS = ("speed", "start")
 BUS_KEYS = ("name", "baud", "parity", "stopbits", "wire_timing")
 DEVICE_KEYS = ("name", "profile", "transport", "address", "unit", "load", "fault", "feeds",
                "values", "power_factor", "voltage_v", "frequency_hz", "noise", "phase_split",
-               "strict_addresses", "rated_power_w", "capacity_wh", "soc_pct", "phases")
+               "strict_addresses", "rated_power_w", "capacity_wh", "soc_pct", "phases",
+               "meter_address")
 LOAD_KEYS = {"constant": ("kind", "power_w"), "daily": ("kind", "points", "utc_offset_h"),
              "csv": ("kind", "path", "column", "loop"),
              "noise": ("kind", "pct", "seed", "slot_s", "base")}
@@ -72,6 +75,7 @@ class DeviceSpec:
     faults: tuple[Fault, ...] = ()
     feeds: str | None = None
     values: Mapping[str, Value] = field(default_factory=dict)
+    meter_address: str | None = None  # a DL/T 645 meter's 12-digit address (transport dlt645)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,8 @@ class Scenario:
         for bus in self.buses:
             if bus.name == name:
                 return bus
-        first = next(d for d in self.devices if d.transport == "rtu" and d.address == name)
+        first = next(d for d in self.devices
+                     if d.transport in SERIAL_TRANSPORTS and d.address == name)
         t = first.profile.transport
         line = LineSettings(baud=t.baud, parity=t.parity, stopbits=t.stopbits)
         return BusSpec(name=name, line=line)
@@ -178,9 +183,14 @@ def _device(raw: Any, *, where: str, base: Path) -> DeviceSpec:
     address = f.require_str("address")
     if transport == "tcp":
         split_host_port(address, where=f.where)
-    unit = f.require_int("unit")
+    protocol = "dlt645" if transport == "dlt645" else "modbus"
+    if profile.transport.protocol != protocol:
+        f.fail("profile", f"{profile.name} is a {profile.transport.protocol} profile; transport "
+               f"{transport!r} needs a {protocol} profile")
+    meter_address = _meter_address(f) if transport == "dlt645" else None
+    unit = 0 if meter_address is not None else f.require_int("unit")
     first, last = profile.transport.units
-    if not first <= unit <= last:
+    if meter_address is None and not first <= unit <= last:
         f.fail("unit", f"{unit} is outside the unit range {first}..{last} of {profile.name}")
     settings = _settings(f, profile)
     load = _load(f.optional("load"), where=f"{where}: load", base=base) if "load" in f else None
@@ -196,9 +206,19 @@ def _device(raw: Any, *, where: str, base: Path) -> DeviceSpec:
             f.fail("values", f"{key} must be a number or a text, found {value!r}")
     spec = DeviceSpec(name=name, profile=profile, transport=transport, address=address, unit=unit,
                       load=load, settings=settings, faults=faults, feeds=f.optional_str("feeds"),
-                      values=dict(values))
+                      values=dict(values), meter_address=meter_address)
     f.reject_unknown()
     return spec
+
+
+def _meter_address(f: Fields) -> str:
+    """transport = "dlt645": the meter's 12-digit address, and no Modbus unit."""
+    if "unit" in f:
+        f.fail("unit", "a dlt645 meter has meter_address = \"000000000001\" instead of a unit")
+    try:
+        return dlt645.check_address(f.require_str("meter_address"))
+    except dlt645.LocalProtocolError as exc:
+        f.fail("meter_address", str(exc))
 
 
 def _hint(word: str, choices: list[str]) -> str:
@@ -293,8 +313,9 @@ def _faults(raw: Any, *, where: str, transport: str) -> tuple[Fault, ...]:
         except ConfigError as exc:
             f.fail("exception", str(exc))
     if f.optional_bool("bad_crc"):
-        if transport != "rtu":
-            f.fail("bad_crc", "applies to rtu devices only: Modbus TCP frames carry no CRC")
+        if transport not in SERIAL_TRANSPORTS:  # dlt645: a wrong checksum byte instead
+            f.fail("bad_crc", "applies to rtu devices only (and dlt645 meters, as a wrong checksum): "
+                   "Modbus TCP frames carry no CRC")
         faults.append(BadCrc())
     delay = f.optional_number("delay_s")
     if delay is not None:
@@ -326,6 +347,15 @@ def _check_references(devices: tuple[DeviceSpec, ...], buses: tuple[BusSpec, ...
         for other in devices[:i]:
             same_wire = other.transport == device.transport and other.address == device.address
             dynamic = device.transport == "tcp" and device.address.endswith(":0")
+            if same_wire and device.meter_address is not None:
+                if other.meter_address == device.meter_address:
+                    raise ConfigError(f"{where}: meter_address: {device.meter_address} is already "
+                                      f"used by {other.name} on {device.address}")
+                continue
+            if other.address == device.address and {other.transport, device.transport} == {
+                    "rtu", "dlt645"}:
+                raise ConfigError(f"{where}: address: bus {device.address!r} already carries "
+                                  f"{other.transport} devices; a simulated bus speaks one protocol")
             if same_wire and not dynamic and other.unit == device.unit:
                 raise ConfigError(f"{where}: unit: {device.unit} is already used by {other.name} "
                                   f"on {device.address}; give each device on a bus its own unit")
@@ -333,10 +363,10 @@ def _check_references(devices: tuple[DeviceSpec, ...], buses: tuple[BusSpec, ...
     for i, bus in enumerate(buses):
         if bus_names.count(bus.name) > 1:
             raise ConfigError(f"{path}: bus[{i}]: name: {bus.name!r} is used twice")
-        if not any(d.transport == "rtu" and d.address == bus.name for d in devices):
-            raise ConfigError(f"{path}: bus[{i}]: no rtu device has address = {bus.name!r}; "
+        if not any(d.transport in SERIAL_TRANSPORTS and d.address == bus.name for d in devices):
+            raise ConfigError(f"{path}: bus[{i}]: no rtu or dlt645 device has address = {bus.name!r}; "
                               "remove the bus or put a device on it")
     for i, device in enumerate(devices):
-        if device.transport == "rtu" and bus_names and device.address not in bus_names:
+        if device.transport in SERIAL_TRANSPORTS and bus_names and device.address not in bus_names:
             raise ConfigError(f"{path}: device[{i}] ({device.name}): address: no [[bus]] named "
                               f"{device.address!r}{_hint(device.address, bus_names)}")

@@ -33,6 +33,7 @@ from gateway.net.link import MqttLink
 from gateway.net.nonces import NonceCache
 from gateway.net.publisher import EventPublisher, HealthPublisher, Publisher, PublishLimits
 from gateway.net.settings import LinkSettings
+from gateway.ops import health, sdnotify
 from gateway.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ TRIAL_DEADLINE_S = 120.0
 
 
 class Agent:
-    def __init__(self, config: GatewayConfig, *, key: GatewayKey) -> None:
+    def __init__(self, config: GatewayConfig, *, key: GatewayKey, market: Any = None) -> None:
         self.config = config
         self.key = key
         self.gw = topics.gw_id(key.address)
@@ -67,7 +68,7 @@ class Agent:
             messages_per_s=m.rate_messages, bytes_per_s=m.rate_bytes, window=m.inflight))
         self.events = EventPublisher(gw=key.address)
         self.health = HealthPublisher(link=self.link, counters=self, store=self.store,
-                                      interval_s=m.health_interval, extra=self._health_extra)
+                                      interval_s=m.health_interval, detail=self._health_detail)
         self.nonces = NonceCache(s.path.with_name(s.path.name + ".nonces"))
         self.dispatcher = CommandDispatcher(
             policy=CommandPolicy.build(gw=key.address, operators=config.operators),
@@ -75,10 +76,19 @@ class Agent:
         self.stop_requested = asyncio.Event()
         self.exit_code = 0
         self.started = time.monotonic()
+        self.sampler = health.HealthSampler(self.health_readings())
         self.store_errors = 0
         self._synced = clock_synchronised()
         self._synced_checked = time.monotonic()
         self._ok_devices: set[str] = set()
+        self.dr = self._dr_loop(market) if config.dr is not None else None
+        # systemd: READY=1 once running, WATCHDOG=1 only while measurements reach the store.
+        limits = sdnotify.StallLimits.for_devices(
+            ({d.intervals[p.poll] for p in d.profile.points}, d.timeout) for d in config.devices.devices)
+        self.progress = sdnotify.PipelineProgress(limits=limits, now=time.monotonic())
+        self.watchdog = sdnotify.Watchdog.from_environment(
+            health=lambda now: self.progress.check(now=now, waiting=self.samples.qsize()),
+            status_line=self._status_line)
 
     # ----------------------------------------------------------------------------- the pipeline
 
@@ -100,7 +110,11 @@ class Agent:
             seq, leaf = self.store.last_chain_state()
             self.chain = MeasurementChain(gateway=self.key.address, last_seq=seq, last_hash=leaf)
             raise
+        self.progress.committed(time.monotonic())
         self.wake.set()
+        if self.dr is not None:
+            for s in samples:
+                self.dr.on_sample(s)
         for s in samples:
             if s.ok:
                 self._ok_devices.add(s.device)
@@ -180,6 +194,17 @@ class Agent:
             asyncio.create_task(self.link.run(workers), name="mqtt"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         }
+        if self.config.metrics is not None:  # the optional Prometheus endpoint
+            from gateway.ops import metrics
+
+            collector = metrics.AgentCollector(
+                readings=self.health_readings, counters=self.counters, started=self.started,
+                info={"gw": self.gw, "version": __version__, "config_hash": self.config.config_hash})
+            tasks.add(asyncio.create_task(metrics.serve(self.config.metrics, collector=collector),
+                                          name="metrics"))
+        if self.dr is not None:
+            tasks.add(asyncio.create_task(self.dr.run(), name="dr"))
+        tasks.add(asyncio.create_task(self.watchdog.run(), name="watchdog"))  # last: READY=1
         stopper = asyncio.create_task(self.stop_requested.wait(), name="stop")
         try:
             done, _ = await asyncio.wait(tasks | {stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -192,8 +217,11 @@ class Agent:
 
     async def _shutdown(self, tasks: set[asyncio.Task[Any]], stopper: asyncio.Task[Any]) -> None:
         log.info("stopping: polling ends")
+        self.watchdog.stopping("stopping: committing what was read, draining the outbox")
         by_name = {t.get_name(): t for t in tasks}
-        for name in ("devices", "housekeeping", "measure"):
+        for name in ("watchdog", "dr", "devices", "housekeeping", "measure", "metrics"):
+            if name not in by_name:
+                continue
             by_name[name].cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
                 await asyncio.wait_for(by_name[name], 5.0)
@@ -207,6 +235,8 @@ class Agent:
             await asyncio.wait_for(by_name["mqtt"], 5.0)
         stopper.cancel()
         rows, _ = self.store.outbox_depth()
+        if self.dr is not None:
+            self.dr.journal.close()
         self.store.close()
         log.warning("stopped at seq %d, %d batch(es) left in the outbox", self.chain.last_seq, rows)
 
@@ -217,6 +247,15 @@ class Agent:
             version=__version__, config_hash=self.config.config_hash,
             devices=[d.name for d in self.config.devices.devices],
             extra={"seq": self.chain.last_seq, "clock_synced": self._synced})
+
+    def _status_line(self) -> str:
+        """One line for `systemctl status`: devices answering, backlog, last seq."""
+        states = [st for owner in self.layer.owners.values() for st in owner.devices.values()]
+        ok = sum(st.cycles > 0 and st.failures == 0 for st in states)
+        rows, nbytes = self.store.outbox_depth()
+        mqtt = "connected" if self.link.connected.is_set() else "broker down"
+        return (f"devices {ok}/{len(states)} ok, backlog {rows} batch(es) {nbytes // 1024} KiB, "
+                f"MQTT {mqtt}, seq {self.chain.last_seq}")
 
     def counters(self) -> Mapping[str, int]:
         out = dict(self.store.counters())
@@ -230,13 +269,50 @@ class Agent:
         out["published"] = self.publisher.published
         return out
 
-    def _health_extra(self) -> Mapping[str, int | float]:
-        import resource
+    def health_readings(self) -> health.HealthReadings:
+        """Raw counters and gauges for the health topic and the Prometheus endpoint."""
+        return health.HealthReadings(
+            now=time.monotonic(), process=health.read_process(), sample_queue=self.samples.qsize(),
+            devices=health.read_devices(st for owner in self.layer.owners.values()
+                                        for st in owner.devices.values()),
+            store=health.read_store(path=self.store.path, outbox=self.store.outbox_depth(),
+                                    counters=self.store.counters()))
 
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {"queue": self.samples.qsize(), "rss_kb": usage.ru_maxrss,
-                "cpu_s": usage.ru_utime + usage.ru_stime,
-                "uptime_s": time.monotonic() - self.started}
+    def _health_detail(self) -> Mapping[str, Any]:
+        return self.sampler.sample(self.health_readings())
+
+    # ----------------------------------------------------------------------------- the DR loop
+
+    def _dr_loop(self, market: Any) -> Any:
+        from gateway.loop.journal import Journal
+        from gateway.loop.runner import DrLoop
+
+        dr, chain = self.config.dr, self.config.chain
+        assert dr is not None
+        if market is None and chain is not None:
+            from gateway.loop.chainport import LazyMarketPort
+
+            market = LazyMarketPort(chain, gateway_secret=self.key.secret())
+        main = next((d.name for d in self.config.devices.devices if d.role == "main"), None)
+        if main is None:
+            log.error("[dr] is configured but no device has role = \"main\": the loop cannot "
+                      "measure the household's load")
+        return DrLoop(config=dr, journal=Journal(self.config.store.path), main_device=main,
+                      io=_LayerIO(self.layer), publish=self.events.publish_event,
+                      leaves=self.store.interval_leaves, market=market,
+                      market_address=getattr(market, "market_address", chain.market if chain else ""),
+                      poll_interval_s=chain.poll_interval if chain else 15.0)
+
+    async def dr_event(self, args: Mapping[str, Any]) -> Any:
+        from gateway.loop.events import EventRejected
+
+        if self.dr is None:
+            raise CommandRejected(Code.FAILED, "this gateway has no [dr] section in its config: "
+                                  "add one (docs/config.md) to take part in DR events")
+        try:
+            return self.dr.accept(self.dr.from_command(args))
+        except EventRejected as exc:
+            raise CommandRejected(Code.BAD_ARGS, str(exc)) from None
 
     # ----------------------------------------------------------------------------- AgentControl
 
@@ -248,7 +324,8 @@ class Agent:
         return {"version": __version__, "config_hash": self.config.config_hash,
                 "seq": self.chain.last_seq, "backlog": {"rows": rows, "bytes": nbytes},
                 "devices": sorted(self._ok_devices), "clock_synced": self._synced,
-                "uptime_s": round(time.monotonic() - self.started, 1)}
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "dr": None if self.dr is None else self.dr.status()}
 
     async def diagnostics(self) -> Any:
         devices = {}
@@ -259,7 +336,7 @@ class Agent:
                                  "failed_cycles": st.failed_cycles, "overruns": st.overruns,
                                  "splits": st.splits, "unsupported": sorted(st.planner.unsupported)}
         return {"devices": devices, "counters": dict(self.counters()),
-                "health": dict(self._health_extra())}
+                "health": self.sampler.sample(self.health_readings(), advance=False)}
 
     def _device(self, device: str) -> tuple[Any, Any]:
         try:
@@ -294,8 +371,26 @@ class Agent:
         return {"device": device, "name": name, "value": value}
 
     async def scan(self, args: Mapping[str, Any]) -> Any:
-        raise CommandRejected(Code.FAILED, "scan needs exclusive use of the bus: stop the agent "
-                              "and run `drgw scan` on the gateway")
+        """Probe a unit range on a running Modbus bus (gateway.commands.scan.scan_running_bus)."""
+        from gateway.commands.scan import scan_running_bus  # rare: not on the agent's start-up path
+        from gateway.devices.bus import BusBusy, BusOwner
+
+        buses = {b.name: b for b in self.config.devices.buses if b.name in self.layer.owners}
+        name = args.get("bus") or (next(iter(buses)) if len(buses) == 1 else None)
+        if name not in buses:
+            what = f"no polled bus is named {name!r}" if name else "give the bus to scan"
+            raise CommandRejected(Code.BAD_ARGS, f"scan: {what}; buses: "
+                                  f"{', '.join(sorted(buses)) or '(none)'}")
+        owner = self.layer.owners[name]
+        if not isinstance(owner, BusOwner):
+            raise CommandRejected(Code.BAD_ARGS, f"scan: bus {name!r} is DL/T 645 (one meter per "
+                                  "line): stop the agent and run `drgw scan --protocol dlt645`")
+        try:
+            return await scan_running_bus(owner, buses[name], args)
+        except ConfigError as exc:
+            raise CommandRejected(Code.BAD_ARGS, str(exc)) from None
+        except BusBusy as exc:
+            raise CommandRejected(Code.BUSY, f"scan: bus {name!r}: {exc}") from None
 
     async def resend(self, seq_from: int, seq_to: int) -> Any:
         if seq_to < seq_from or seq_to - seq_from > 100_000:
@@ -331,3 +426,20 @@ class Agent:
             raise CommandRejected(Code.BAD_ARGS, "log level: DEBUG, INFO, WARNING or ERROR")
         logging.getLogger().setLevel(level.upper())
         return {"level": level.upper()}
+
+
+class _LayerIO:
+    """The DR loop's view of the devices: write a point, read its present value."""
+
+    def __init__(self, layer: DeviceLayer) -> None:
+        self.layer = layer
+
+    async def write(self, device: str, name: str, value: float) -> None:
+        await self.layer.write(device, name, value)
+
+    async def read(self, device: str, name: str) -> float | None:
+        for reading in await self.layer.read_now(device, [name]):
+            if reading.name == name and reading.quality is Quality.OK \
+                    and isinstance(reading.value, int | float):
+                return float(reading.value)
+        return None

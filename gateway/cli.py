@@ -14,16 +14,21 @@ from gateway.errors import DrgwError
 # Command modules, in the order `drgw --help` lists them. Each has register(subparsers), which adds
 # its parsers with `func` set to a callable taking the parsed namespace and returning an exit code.
 COMMAND_MODULES = (
+    "gateway.commands.init",
+    "gateway.commands.provision",
     "gateway.commands.profiles",
     "gateway.commands.read",
     "gateway.commands.scan",
     "gateway.commands.simulate",
     "gateway.commands.run",
+    "gateway.commands.doctor",
+    "gateway.commands.service",
     "gateway.commands.keys",
     "gateway.commands.verify",
     "gateway.commands.fleet",
     "gateway.commands.demo",
     "gateway.commands.market",
+    "gateway.commands.event",
 )
 
 

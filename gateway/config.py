@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.core import dlt645
 from gateway.core.profiles import POLL_CLASSES, Profile, load_profile
 from gateway.core.schema import Fields
 from gateway.devices.device import DEFAULT_INTERVALS
@@ -28,6 +29,7 @@ class BusConfig:
     parity: str
     stopbits: int
     frame_gap: float | None  # seconds; None = the 3.5-character silent interval
+    protocol: str = "modbus"  # or "dlt645" (docs/dlt645.md): picks the bus owner
 
     @property
     def framing(self) -> str:
@@ -43,6 +45,7 @@ class DeviceConfig:
     timeout: float
     intervals: Mapping[str, float]
     role: str  # "main" (the household's main meter), "meter" or "appliance"
+    address: str | None = None  # a DL/T 645 meter's 12-digit address; None on Modbus buses
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,24 @@ def _intervals(f: Fields, defaults: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def _meter_address(f: Fields, bus: str) -> str:
+    """A DL/T 645 meter's address: 12 decimal digits, as text (a number would lose leading zeros)."""
+    if "unit" in f:
+        f.fail("unit", f"bus {bus!r} speaks DL/T 645: give the meter's address = \"000012345678\" "
+               "(the 12 digits printed on the meter) instead of a unit")
+    raw = f.peek("address")
+    if raw is None:
+        f.fail("address", "a meter on a DL/T 645 bus needs address = \"000012345678\": the 12 "
+               "digits printed on the meter (`drgw scan --protocol dlt645` reads it)")
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 10**12:
+        f.fail("address", f"write the address as text with its leading zeros: "
+               f"address = \"{raw:012d}\"")
+    try:
+        return dlt645.check_address(str(raw))
+    except dlt645.LocalProtocolError as exc:
+        f.fail("address", str(exc))
+
+
 def parse_devices(top: Fields) -> DevicesConfig:
     """Read the `[poll]`, `[[bus]]` and `[[device]]` parts of a config (marks their keys known)."""
     where = top.where
@@ -90,12 +111,16 @@ def parse_devices(top: Fields) -> DevicesConfig:
         if (tcp is None) == (serial is None):
             f.fail("tcp", "a bus has exactly one of tcp = \"host:port\" or serial = \"/dev/ttyUSB0\"")
         gap_ms = f.optional_number("frame_gap_ms")
+        protocol = f.optional_str("protocol", choices=("modbus", "dlt645")) or "modbus"
+        dlt = protocol == "dlt645"  # DL/T 645 meters: 8E1, usually at 2400 baud
+        if dlt and tcp is not None:
+            f.fail("tcp", "a DL/T 645 bus is an RS-485 line: write serial = \"/dev/ttyUSB0\"")
         bus = BusConfig(
             name=f.require_str("name"), tcp=tcp, serial=serial,
-            baud=f.optional_int("baud") or 9600,
-            parity=f.optional_str("parity", choices=("N", "E", "O")) or "N",
+            baud=f.optional_int("baud") or (2400 if dlt else 9600),
+            parity=f.optional_str("parity", choices=("N", "E", "O")) or ("E" if dlt else "N"),
             stopbits=f.optional_int("stopbits", choices=(1, 2)) or 1,
-            frame_gap=None if gap_ms is None else gap_ms / 1000.0,
+            frame_gap=None if gap_ms is None else gap_ms / 1000.0, protocol=protocol,
         )
         f.reject_unknown()
         if any(b.name == bus.name for b in buses):
@@ -110,26 +135,37 @@ def parse_devices(top: Fields) -> DevicesConfig:
         if bus_name not in bus_names:
             f.fail("bus", f"no [[bus]] is named {bus_name!r}; define it or use one of "
                    f"{', '.join(bus_names) or '(none defined)'}")
-        unit = f.require_int("unit")
+        protocol = buses[bus_names.index(bus_name)].protocol
+        address = _meter_address(f, bus_name) if protocol == "dlt645" else None
+        unit = 0 if address is not None else f.require_int("unit")
         if not 0 <= unit <= 247:
             f.fail("unit", "a Modbus unit id is 0..247")
+        if address is None and "address" in f:
+            f.fail("address", "only devices on a protocol = \"dlt645\" bus have an address; "
+                   "a Modbus device has unit = 1..247")
         try:
             profile = load_profile(f.require_str("profile"))
         except ConfigError as exc:
             raise ConfigError(f"{where}: device[{i}]: profile: {exc}") from exc
+        if profile.transport.protocol != protocol:
+            f.fail("profile", f"{profile.name} is a {profile.transport.protocol} profile but bus "
+                   f"{bus_name!r} speaks {protocol}; pick a {protocol} profile or put the device "
+                   f"on a bus with protocol = \"{profile.transport.protocol}\"")
         timeout = f.optional_number("timeout") or 1.0
         role = f.optional_str("role", choices=("main", "meter", "appliance"))
         device = DeviceConfig(
             name=name, profile=profile, bus=bus_name, unit=unit, timeout=timeout,
             intervals=_intervals(f.sub("poll"), defaults),
             role=role or ("appliance" if profile.kind == "appliance" else "meter"),
+            address=address,
         )
         f.reject_unknown()
         if any(d.name == name for d in devices):
             f.fail("name", f"device {name!r} is defined twice; names must be unique")
-        clash = [d for d in devices if d.bus == bus_name and d.unit == unit]
+        clash = [d for d in devices if d.bus == bus_name and d.unit == unit and d.address == address]
         if clash:
-            f.fail("unit", f"unit {unit} on bus {bus_name!r} is already device {clash[0].name!r}")
+            key, what = ("address", f"address {address}") if address else ("unit", f"unit {unit}")
+            f.fail(key, f"{what} on bus {bus_name!r} is already device {clash[0].name!r}")
         devices.append(device)
     if sum(d.role == "main" for d in devices) > 1:
         raise ConfigError(f"{where}: more than one device has role = \"main\"; keep one")
@@ -167,6 +203,45 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """[metrics]: the optional Prometheus endpoint (gateway/ops/metrics.py)."""
+
+    host: str  # an IP address or "localhost"; IPv6 without brackets
+    port: int
+    allow_remote: bool  # listening beyond loopback was asked for explicitly
+
+
+def parse_metrics(f: Fields) -> MetricsConfig | None:
+    """`prometheus = "127.0.0.1:9560"` turns the endpoint on. It has no authentication, so a
+    non-loopback address is refused unless `allow_remote = true` says it is meant."""
+    import ipaddress
+
+    listen = f.optional_str("prometheus")
+    allow_remote = bool(f.optional_bool("allow_remote"))
+    f.reject_unknown()
+    if listen is None:
+        return None
+    host, _, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address needs brackets: [::1]:9560
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        f.fail("prometheus", f"{listen!r}: write host:port, e.g. \"127.0.0.1:9560\" "
+               "(\"[::1]:9560\" for IPv6)")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        f.fail("prometheus", f"{listen!r} is not a loopback address. The endpoint has no "
+               "authentication: use \"127.0.0.1:9560\" and scrape through a tunnel or a local "
+               "agent, or set allow_remote = true in [metrics] to expose it on purpose (and "
+               "firewall the port)")
+    return MetricsConfig(host=host, port=int(port), allow_remote=allow_remote)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     path: Path
     key: Path
@@ -180,6 +255,7 @@ class GatewayConfig:
     text: str  # the file as read: its hash is the config hash in the status topic
     chain: ChainConfig | None = None  # [chain]: where this household's Reports go
     dr: DrConfig | None = None  # [dr]: baselines and levers of the closed loop
+    metrics: MetricsConfig | None = None  # [metrics]: the Prometheus endpoint, off when None
 
     @property
     def config_hash(self) -> str:
@@ -262,6 +338,7 @@ def parse_config(text: str, *, path: Path) -> GatewayConfig:
         or "INFO",
         mqtt=_mqtt(top.sub("mqtt"), base), store=store,
         operators=tuple(a.lower() for a in allow), devices=devices, text=text, chain=chain, dr=dr,
+        metrics=parse_metrics(top.sub("metrics")),
     )
     gw.reject_unknown()
     top.reject_unknown()

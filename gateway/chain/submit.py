@@ -52,6 +52,8 @@ class ReportSubmitter:
             except NodeUnavailable:
                 break
             except ChainRevert as exc:
+                if exc.revert.name == "WindowNotOver":
+                    continue  # the node's clock has not reached the end yet: stays queued
                 if exc.revert.name == "DuplicateReport":
                     self._outbox.finish_report(queued.id, state="accepted",
                                                error="already on chain")

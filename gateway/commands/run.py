@@ -1,4 +1,7 @@
-"""`drgw run CONFIG`: the agent. SIGTERM/SIGINT stop it cleanly; a restart request re-executes it."""
+"""`drgw run CONFIG`: the agent. SIGTERM/SIGINT stop it cleanly; a restart request re-executes it.
+
+With `--on-restart exit` it exits with status 75 instead, for systemd to start it again.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,10 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("run", help="run the agent: devices -> signed measurements -> MQTT")
     parser.add_argument("config", type=Path, help="the gateway config file (docs/config.md)")
+    parser.add_argument("--on-restart", choices=["exec", "exit"], default="exec",
+                        help="when a restart is requested (remote command, new config): exec = "
+                             "re-execute in place (default); exit = exit with status 75 so the "
+                             "supervisor starts it again (systemd: RestartForceExitStatus=75)")
     parser.set_defaults(func=run)
 
 
@@ -52,12 +59,19 @@ async def _serve(config: GatewayConfig) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.app import RESTART
+    from gateway.ops.logs import configure
 
     config = _load(args.config)
-    logging.getLogger().setLevel(config.log_level)
+    # Stdout, for journald (with "<N>" priorities when it is the journal stream); rate-limited.
+    configure(level=config.log_level)
     code = asyncio.run(_serve(config))
-    if code == RESTART:
+    if code == RESTART and args.on_restart == "exec":
+        from gateway.ops import sdnotify
+
         log.warning("restarting")
+        # Same PID across the exec: tell systemd (if any) we are reloading; READY=1 follows.
+        sdnotify.SocketNotifier.from_environment().send(
+            sdnotify.RELOADING, sdnotify.monotonic_usec(), sdnotify.status("restarting"))
         sys.stdout.flush()
         os.execv(sys.executable, [sys.executable, "-m", "gateway.cli", *sys.argv[1:]])
     return code

@@ -22,7 +22,7 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -33,7 +33,6 @@ from gateway.core.eip712 import (
     enc_address,
     enc_bool,
     enc_bytes32,
-    enc_int,
     enc_uint,
     hash_text,
     keccak256,
@@ -113,9 +112,31 @@ def scale_value(value: float | int) -> int | None:
         scaled = int(value) * 1000
     elif not math.isfinite(value):
         return None
+    elif -_EXACT_FLOAT_INT < value < _EXACT_FLOAT_INT and value.is_integer():
+        scaled = int(value) * 1000  # below 2^53 an integral float's shortest decimal is itself
     else:
-        scaled = int(Decimal(repr(value)).scaleb(VALUE_DECIMALS).to_integral_value(ROUND_HALF_EVEN))
+        scaled = _scale_decimal_text(repr(value))
     return scaled if _INT256_MIN <= scaled <= _INT256_MAX else None
+
+
+_EXACT_FLOAT_INT = float(1 << 53)
+
+
+def _scale_decimal_text(text: str) -> int:
+    """round_half_even(Decimal(text) x 10^3) by string arithmetic: ~3x faster than Decimal for the
+    plain "-123.4567" form that repr gives between 1e-4 and 1e16; the exponent form goes to Decimal."""
+    if "e" in text:
+        from decimal import ROUND_HALF_EVEN, Decimal  # rare (|value| < 1e-4 or >= 1e16): load late
+
+        return int(Decimal(text).scaleb(VALUE_DECIMALS).to_integral_value(ROUND_HALF_EVEN))
+    negative = text[0] == "-"
+    whole, _, frac = text.lstrip("-").partition(".")
+    scaled = int(whole + frac[:VALUE_DECIMALS].ljust(VALUE_DECIMALS, "0"))
+    rest = frac[VALUE_DECIMALS:].rstrip("0")
+    # Past the kept digits: above one half rounds up, exactly one half rounds to even.
+    if rest and (rest > "5" or (rest == "5" and scaled & 1)):
+        scaled += 1
+    return -scaled if negative else scaled
 
 
 def scale_reading(reading: Reading) -> ScaledReading:
@@ -134,24 +155,47 @@ def scale_reading(reading: Reading) -> ScaledReading:
 def scale_readings(readings: Iterable[Reading | ScaledReading]) -> tuple[ScaledReading, ...]:
     """Reading structs for a sample's readings; text-valued readings are left out."""
     out = []
-    for r in readings:
+    error = QUALITY_CODES[Quality.ERROR]
+    for r in readings:  # scale_reading inlined: this runs for every reading of every record
         if isinstance(r, ScaledReading):
             out.append(r)
-        elif not isinstance(r.value, str):
-            out.append(scale_reading(r))
+            continue
+        value = r.value
+        if isinstance(value, str):
+            continue
+        scaled = None if value is None else scale_value(value)
+        out.append(ScaledReading(r.name, 0, r.unit, error) if scaled is None
+                   else ScaledReading(r.name, scaled, r.unit, QUALITY_CODES[r.quality]))
     return tuple(out)
+
+
+# A pure memo, like hash_text's: a Reading's encoding around its value depends only on (name, unit,
+# quality), which repeat in every record of a device; only the 32 value bytes change.
+@lru_cache(maxsize=4096)
+def _reading_frame(name: str, unit: str, quality: int) -> tuple[bytes, bytes]:
+    """(typeHash || keccak(name), keccak(unit) || uint8 quality): the bytes either side of `value`."""
+    return READING_TYPEHASH + hash_text(name), hash_text(unit) + enc_uint(quality, 8)
+
+
+@lru_cache(maxsize=1024)
+def _record_head(gateway: str, device: str) -> bytes:
+    """typeHash || address || keccak(device): the first three fields of a device's records."""
+    return MEASUREMENT_TYPEHASH + enc_address(_address_bytes(gateway)) + hash_text(device)
 
 
 def struct_hash(m: Measurement) -> bytes:
     """hashStruct(Measurement): the record's Merkle leaf. Raises ValueError for out-of-range fields."""
-    readings = keccak256(b"".join(
-        keccak256(READING_TYPEHASH + hash_text(r.name) + enc_int(r.value)
-                  + hash_text(r.unit) + enc_uint(r.quality, 8))
-        for r in m.readings))
+    items = []
+    for r in m.readings:  # hashStruct(Reading) of each element, then keccak of their concatenation
+        head, tail = _reading_frame(r.name, r.unit, r.quality)
+        try:
+            value = r.value.to_bytes(32, "big", signed=True)
+        except OverflowError:
+            raise ValueError(f"reading {r.name!r}: {r.value} does not fit int256") from None
+        items.append(keccak256(head + value + tail))
     return keccak256(
-        MEASUREMENT_TYPEHASH + enc_address(_address_bytes(m.gateway)) + hash_text(m.device)
-        + enc_uint(m.seq, 64) + enc_uint(m.time_ms, 64) + enc_bool(m.clock_synced)
-        + readings + enc_bytes32(m.prev_hash))
+        _record_head(m.gateway, m.device) + enc_uint(m.seq, 64) + enc_uint(m.time_ms, 64)
+        + enc_bool(m.clock_synced) + keccak256(b"".join(items)) + enc_bytes32(m.prev_hash))
 
 
 def signing_digest(m: Measurement, domain: Domain) -> bytes:
@@ -220,17 +264,29 @@ def _address_bytes(address: str) -> bytes:
     return bytes.fromhex(address[2:])
 
 
-def _item(sm: SignedMeasurement) -> dict[str, Any]:
+# The wire form is written by hand rather than by json.dumps of a dict (~2.5x faster for a 21-reading
+# record): the bytes are what json.dumps(obj, separators=(",", ":"), ensure_ascii=False) gives for the
+# same fields in the same order (tests/unit/test_measurement_fastpath.py checks it). Strings go through
+# json.dumps once each (names, units and devices repeat); numbers are ints, written with "%d".
+@lru_cache(maxsize=4096)
+def _json_text(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _item(sm: SignedMeasurement) -> str:
+    """A record's fields after "gw", as JSON object members without the closing brace."""
     m = sm.measurement
-    return {"dev": m.device, "seq": m.seq, "t": m.time_ms, "sync": m.clock_synced,
-            "r": [[r.name, r.value, r.unit, r.quality] for r in m.readings],
-            "prev": m.prev_hash.hex(), "sig": sm.signature.hex()}
+    readings = ",".join([f"[{_json_text(r.name)},{r.value:d},{_json_text(r.unit)},{r.quality:d}]"
+                         for r in m.readings])
+    return (f'"dev":{_json_text(m.device)},"seq":{m.seq:d},"t":{m.time_ms:d},'
+            f'"sync":{"true" if m.clock_synced else "false"},"r":[{readings}],'
+            f'"prev":"{m.prev_hash.hex()}","sig":"{sm.signature.hex()}"')
 
 
 def to_wire(sm: SignedMeasurement) -> bytes:
     """Compact JSON of one record: {"v":1,"gw":...,"dev","seq","t","sync","r","prev","sig"}."""
-    obj = {"v": WIRE_VERSION, "gw": sm.measurement.gateway, **_item(sm)}
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    head = f'{{"v":{WIRE_VERSION:d},"gw":{_json_text(sm.measurement.gateway)},'
+    return (head + _item(sm) + "}").encode("utf-8")
 
 
 def encode_batch(signed: Sequence[SignedMeasurement]) -> bytes:
@@ -240,8 +296,9 @@ def encode_batch(signed: Sequence[SignedMeasurement]) -> bytes:
     gateway = signed[0].measurement.gateway
     if any(sm.measurement.gateway != gateway for sm in signed):
         raise ValueError("a batch holds the measurements of one gateway")
-    obj = {"v": WIRE_VERSION, "gw": gateway, "m": [_item(sm) for sm in signed]}
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    items = "},{".join([_item(sm) for sm in signed])
+    head = f'{{"v":{WIRE_VERSION:d},"gw":{_json_text(gateway)},'
+    return (head + '"m":[{' + items + "}]}").encode("utf-8")
 
 
 def batch_from_wire(wires: Sequence[bytes]) -> bytes:

@@ -240,12 +240,12 @@ class RtuClientConnection:
                 self._buffer.clear()
                 raise RemoteProtocolError("bytes arrived with no request outstanding")
             return NEED_DATA
+        while len(self._buffer) >= 2 and self._buffer[0] != request.unit:
+            if not self._drop_late_answer(request):
+                return NEED_DATA
         if len(self._buffer) < 2:
             return NEED_DATA
         unit, function = self._buffer[0], self._buffer[1]
-        if unit != request.unit:
-            self.abandon()
-            raise RemoteProtocolError(f"reply from unit {unit}, expected unit {request.unit}")
         if function & 0x7F != request.function:
             self.abandon()
             raise RemoteProtocolError(f"reply with function {function:#04x}, "
@@ -263,6 +263,23 @@ class RtuClientConnection:
         if function & 0x80:
             return ExceptionResponse(unit=unit, function=request.function, code=frame[2])
         return _parse_pdu(unit, function, request, frame[2:-2])
+
+
+    def _drop_late_answer(self, request: Request) -> bool:
+        """A frame from another unit: the late answer to a request we timed out on (RTU has no
+        transaction id). Drop it whole if it is a valid frame and keep waiting for ours; False
+        while it is incomplete. Anything else is garbage on the line."""
+        unit, function = self._buffer[0], self._buffer[1]
+        pdu_len = _expected_pdu_length(function, bytes(self._buffer), 1)
+        if pdu_len is None or len(self._buffer) < 1 + pdu_len + 2:
+            return False
+        frame = bytes(self._buffer[: 1 + pdu_len + 2])
+        (crc,) = struct.unpack("<H", frame[-2:])
+        if crc == crc16(frame[:-2]):
+            del self._buffer[: len(frame)]
+            return True
+        self.abandon()
+        raise RemoteProtocolError(f"reply from unit {unit}, expected unit {request.unit}")
 
 
 class TcpClientConnection:

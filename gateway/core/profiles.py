@@ -16,10 +16,12 @@ from typing import Any
 
 import yaml
 
+from gateway.core.dlt645_values import profile_item
 from gateway.core.names import check_name_unit, normalise_unit
 from gateway.core.schema import Fields, expect_one_of
 from gateway.errors import ProfileError
 
+PROTOCOLS = ("modbus", "dlt645")
 TABLES = ("input", "holding", "coil", "discrete")
 BIT_TABLES = ("coil", "discrete")
 POLL_CLASSES = ("fast", "normal", "slow")
@@ -254,10 +256,13 @@ def _transport(f: Fields) -> TransportDefaults:
     if not 1 <= max_registers <= MODBUS_MAX_REGISTERS:
         f.fail("max_registers", f"must be 1..{MODBUS_MAX_REGISTERS} (the Modbus limit)")
     f.optional("address_base")  # parsed by _address_bases; mark as known
+    protocol = f.optional_str("protocol", choices=PROTOCOLS) or "modbus"
+    # DL/T 645-2007 bytes are 8E1 (clause 5, byte format); 2400 baud is the usual meter default.
+    dlt = protocol == "dlt645"
     transport = TransportDefaults(
-        protocol=f.optional_str("protocol", choices=("modbus",)) or "modbus",
-        baud=f.optional_int("baud", choices=BAUD_RATES) or 9600,
-        parity=f.optional_str("parity", choices=("N", "E", "O")) or "N",
+        protocol=protocol,
+        baud=f.optional_int("baud", choices=BAUD_RATES) or (2400 if dlt else 9600),
+        parity=f.optional_str("parity", choices=("N", "E", "O")) or ("E" if dlt else "N"),
         stopbits=f.optional_int("stopbits", choices=(1, 2)) or 1,
         units=(units[0], units[1]),
         byte_order=f.optional_str("byte_order", choices=("big", "little")) or "big",
@@ -301,6 +306,8 @@ def _pdu_address(f: Fields, key: str, table: str, bases: Mapping[str, int]) -> t
 
 def _point(f: Fields, transport: TransportDefaults, bases: Mapping[str, int], *,
            writable: bool) -> Point:
+    if transport.protocol == "dlt645":
+        return _dlt645_point(f, writable=writable)
     name = f.require_str("name")
     table_choices = ("holding", "coil") if writable else TABLES
     table = f.require_str("table", choices=table_choices)
@@ -349,6 +356,32 @@ def _point(f: Fields, transport: TransportDefaults, bases: Mapping[str, int], *,
         invalid=tuple(invalid), writable=writable, min=lo, max=hi,
         values=tuple(float(v) for v in values) if values is not None else None,
         default=f.optional_number("default"),
+    )
+    f.reject_unknown()
+    return point
+
+
+def _dlt645_point(f: Fields, *, writable: bool) -> Point:
+    """A DL/T 645 point (docs/dlt645.md): a data identifier in `address`, its BCD format in `type`
+    (a leading '-' marks a signed format) and its size in bytes in `count`; table 'dlt645'."""
+    if writable:
+        f.fail("name", "DL/T 645 profiles describe meters: they have no writable points")
+    name, unit = f.require_str("name"), f.require_str("unit", allow_empty=True)
+    problem = check_name_unit(name, unit)
+    if problem:
+        f.fail("name", problem)
+    di, fmt = profile_item(f)
+    scale = f.optional_number("scale")
+    if scale == 0:
+        f.fail("scale", "must not be 0")
+    f.optional_str("note")
+    point = Point(
+        name=name, table="dlt645", address=di, printed_address=di, type=fmt.type_name,
+        count=fmt.size, byte_order="little", word_order="little",
+        scale=float(scale if scale is not None else 1), offset=float(f.optional_number("offset") or 0),
+        scale_factor=None, unit=normalise_unit(unit),
+        poll=f.optional_str("poll", choices=POLL_CLASSES) or "normal", invalid=(), writable=False,
+        min=None, max=None, values=None, default=None,
     )
     f.reject_unknown()
     return point

@@ -129,7 +129,7 @@ class DemoMarket:
             award = int(c.bid(self.bid_ids[bid.household])["awardW"])
             if award <= 0:
                 continue
-            baseline_wh = round(bid.rated_kw * 1000) * seconds // 3600
+            baseline_wh = (round(bid.rated_kw * 1000) + 1500) * seconds // 3600  # + house load
             delivered = award * seconds // 3600 + 1
             report = Report(
                 household=self.wallets[bid.household].address, window=window, seq_from=1,

@@ -13,19 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gateway.core import modbus
 from gateway.core.readings import Sample
 from gateway.devices.device import DeviceError, DeviceSpec, DeviceState, decode_read
 from gateway.devices.transport import Link, LinkError
+from gateway.errors import DrgwError
 
 log = logging.getLogger(__name__)
 
 SampleSink = Callable[[Sample], None]
+T = TypeVar("T")
+
+
+class BusBusy(DrgwError):
+    """The bus is already granted to another scan."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,7 @@ class BusOwner:
         self._quiet_since = 0.0  # monotonic time the last frame ended
         self.requests = 0
         self.timeouts = 0
+        self.scanning: str | None = None  # what a running scan covers (BusOwner.scan)
 
     # ------------------------------------------------------------------------------ schedule loop
 
@@ -61,8 +70,15 @@ class BusOwner:
         now = loop.time()
         for state in self.devices.values():
             state.start(now)
+        task = asyncio.current_task()
         try:
             while True:
+                # Python 3.11's asyncio.wait_for returns the inner result when a cancellation
+                # arrives just as the inner future finished (cpython gh-86296): a refused TCP
+                # connect then becomes a failed cycle and the cancel is lost, and a stopping
+                # agent would wait for this task forever. A pending cancel is honoured here.
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
                 await self._run_urgent()
                 now = loop.time()
                 due_at, state = self._next_due()
@@ -108,8 +124,12 @@ class BusOwner:
         except DeviceError as exc:
             state.cycle_failed(loop.time(), classes, str(exc))
             readings = state.error_readings(classes, self._wall(), str(exc))
-            log.log(state.log_level_for_failure(), "%s: %s", state.spec.name, exc)
+            # Every failure is logged; gateway.ops.logs.RepeatFilter rate-limits a flapping meter.
+            log.warning("%s: %s", state.spec.name, exc, extra={"device": state.spec.name})
         else:
+            if state.failures:
+                log.warning("%s: answering again after %d failed cycle(s)", state.spec.name,
+                            state.failures, extra={"device": state.spec.name, "state_change": True})
             state.cycle_done(started, classes)
         self._sink(Sample(device=state.spec.name, time=self._wall(), readings=tuple(readings),
                           poll=classes))
@@ -154,6 +174,7 @@ class BusOwner:
             await self.link.write(frame)
             answer = await self._receive(sent_at + timeout)
         except LinkError as exc:
+            state.link_errors += 1
             self._codec.abandon()
             self._quiet_since = loop.time()
             raise DeviceError(str(exc)) from exc
@@ -170,6 +191,8 @@ class BusOwner:
             await self._resync()
             raise DeviceError(f"unit {request.unit}: no answer within {timeout * 1000:.0f} ms")
         state.observe_latency(loop.time() - sent_at - wire)
+        if isinstance(answer, modbus.ExceptionResponse):
+            state.exceptions += 1
         return answer
 
     async def _receive(self, deadline: float) -> modbus.Response | modbus.ExceptionResponse | None:
@@ -223,3 +246,29 @@ class BusOwner:
             return await self.read_points(state, state.with_scale_factors(points))
 
         return await self.submit(job)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------ scan
+
+    async def scan(self, units: Sequence[int], probe: Callable[[int], Awaitable[T]], *,
+                   deadline: float) -> tuple[list[T], int]:
+        """Probe `units` in order while the devices keep being polled; returns (results, units probed).
+
+        Each unit's probes run as one urgent job, so the bus is the scan's alone for that unit and a
+        poll cycle waits at most one unit's probes (a short timeout each) instead of the whole scan.
+        No unit is started at or after `deadline` (loop time). One scan per bus at a time: a second
+        raises BusBusy with what the first is doing.
+        """
+        if self.scanning is not None:
+            raise BusBusy(f"a scan of {self.scanning} is already running on this bus; retry when "
+                          "it has replied")
+        loop = asyncio.get_running_loop()
+        self.scanning = f"units {units[0]}-{units[-1]}" if units else "no units"
+        results: list[T] = []
+        try:
+            for unit in units:
+                if loop.time() >= deadline:
+                    break
+                results.append(await self.submit(functools.partial(probe, unit)))  # type: ignore[arg-type]
+        finally:
+            self.scanning = None
+        return results, len(results)

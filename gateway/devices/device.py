@@ -6,7 +6,6 @@ the bus owner does the I/O.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -66,6 +65,7 @@ class DeviceState:
         self.sf_names = frozenset(p.scale_factor for p in spec.profile.points if p.scale_factor)
         self.requests = self.timeouts = self.protocol_errors = self.splits = 0
         self.cycles = self.failed_cycles = self.overruns = self.writes = 0
+        self.exceptions = self.link_errors = 0  # Modbus exception responses; transport failures
 
     # --------------------------------------------------------------------------- schedule
 
@@ -110,10 +110,6 @@ class DeviceState:
         self.backoff_until = now + delay
         for cls in classes:
             self._due[cls] = max(self._due[cls], now)
-
-    def log_level_for_failure(self) -> int:
-        """Log the first failures of a flapping device as warnings, the rest at debug level."""
-        return logging.WARNING if self.failures <= 2 or self.failures % 100 == 0 else logging.DEBUG
 
     # --------------------------------------------------------------------------- points
 

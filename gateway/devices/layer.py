@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from gateway.config import DevicesConfig
+from gateway.config import BusConfig, DevicesConfig
 from gateway.core.readings import Reading, Sample
 from gateway.devices.bus import BusOwner
 from gateway.devices.connect import make_link
 from gateway.devices.device import DeviceSpec
+from gateway.devices.dlt645 import Dlt645BusOwner, MeterSpec, serial_owner
 from gateway.errors import ConfigError
 
 
@@ -21,9 +22,12 @@ class DeviceLayer:
     def __init__(self, config: DevicesConfig, *, sink: Callable[[Sample], None],
                  wall_clock: Callable[[], float] | None = None) -> None:
         self.config = config
-        self.owners: dict[str, BusOwner] = {}
+        self.owners: dict[str, BusOwner | Dlt645BusOwner] = {}
         self._bus_of: dict[str, str] = {}
         for bus in config.buses:
+            if bus.protocol == "dlt645":  # the owner follows the bus protocol (docs/dlt645.md)
+                self._add_dlt645(bus, sink=sink, wall_clock=wall_clock)
+                continue
             link, settings = make_link(tcp=bus.tcp, serial=bus.serial, baud=bus.baud,
                                        parity=bus.parity, stopbits=bus.stopbits,
                                        frame_gap=bus.frame_gap)
@@ -37,7 +41,18 @@ class DeviceLayer:
                                              sink=sink, **kwargs)
             self._bus_of.update((s.name, bus.name) for s in specs)
 
-    def owner_of(self, device: str) -> BusOwner:
+    def _add_dlt645(self, bus: BusConfig, *, sink: Callable[[Sample], None],
+                    wall_clock: Callable[[], float] | None) -> None:
+        meters = [MeterSpec(name=d.name, profile=d.profile, address=d.address or "",
+                            intervals=d.intervals, timeout=d.timeout)
+                  for d in self.config.devices if d.bus == bus.name]
+        if meters and bus.serial is not None:
+            self.owners[bus.name] = serial_owner(
+                port=bus.serial, baud=bus.baud, parity=bus.parity, stopbits=bus.stopbits,
+                frame_gap=bus.frame_gap, meters=meters, sink=sink, wall_clock=wall_clock)
+            self._bus_of.update((m.name, bus.name) for m in meters)
+
+    def owner_of(self, device: str) -> BusOwner | Dlt645BusOwner:
         try:
             return self.owners[self._bus_of[device]]
         except KeyError:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.chain.report import Report, sign_report
+from gateway.loop.settings import ChainConfig
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -47,6 +48,7 @@ class MarketPort(Protocol):
 
     def poll_awards(self) -> list[Award]: ...
     def submit(self, report: Report) -> Submission: ...
+    def report_state(self, report_id: int) -> str: ...
     def settlement(self, window: int) -> dict[str, Any] | None: ...
 
 
@@ -61,6 +63,7 @@ class Web3MarketPort:
         from gateway.chain.submit import ReportSubmitter
 
         self.w3 = w3
+        self.market_address = market
         self.household = w3.to_checksum_address(household)
         probe = MarketClient(w3=w3, deployment=Deployment(chain_id=0, token=market, market=market))
         token = probe.market.functions.token().call()
@@ -109,6 +112,15 @@ class Web3MarketPort:
         state = "queued" if result.waiting else "accepted"
         return Submission(state=state, report_id=report_id)
 
+    def report_state(self, report_id: int) -> str:
+        """"accepted", "queued" or "rejected: <reason>" of a Report queued earlier (drains first)."""
+        self.submitter.drain()
+        for queued in self.outbox.reports():
+            if queued.id == report_id:
+                return queued.state if queued.error is None or queued.state == "accepted" \
+                    else f"{queued.state}: {queued.error}"
+        return "unknown"
+
     def retry(self) -> int:
         """Drain Reports kept while the node was unreachable; returns how many are still waiting."""
         return self.submitter.drain().waiting
@@ -131,6 +143,46 @@ class Web3MarketPort:
             "deposit_mtok": sum(_amount(e) for e in forfeited or refunded),
             "delivered_wh_on_chain": int(h["deliveredWh"]), "score": int(h["score"]),
         }
+
+
+class LazyMarketPort:
+    """A Web3MarketPort built on first use (in the chain thread), so a node that is down at start-up
+    delays the Report path instead of the agent; each call retries the connection until it works."""
+
+    def __init__(self, chain: ChainConfig, *, gateway_secret: bytes) -> None:
+        self.chain = chain
+        self.household = chain.household
+        self.market_address = chain.market
+        self._secret = gateway_secret
+        self._port: Web3MarketPort | None = None
+
+    def _get(self) -> Web3MarketPort:
+        if self._port is None:
+            from gateway.chain.node import connect
+            from gateway.chain.operator import read_key
+
+            c = self.chain
+            node = connect(c.rpc, poa=c.poa)
+            sender = read_key(c.sender_key) if c.sender_key is not None else self._secret
+            self._port = Web3MarketPort(w3=node.w3, market=c.market, household=c.household,
+                                        gateway_secret=self._secret, sender_secret=sender,
+                                        outbox_path=c.outbox)
+            self.household = self._port.household
+        return self._port
+
+    def poll_awards(self) -> list[Award]:
+        port = self._get()
+        port.retry()
+        return port.poll_awards()
+
+    def submit(self, report: Report) -> Submission:
+        return self._get().submit(report)
+
+    def settlement(self, window: int) -> dict[str, Any] | None:
+        return self._get().settlement(window)
+
+    def report_state(self, report_id: int) -> str:
+        return self._get().report_state(report_id)
 
 
 def _amount(event: Any) -> int:
@@ -156,3 +208,6 @@ class FakeMarketPort:
 
     def settlement(self, window: int) -> dict[str, Any] | None:
         return self.settlements.get(window)
+
+    def report_state(self, report_id: int) -> str:
+        return "accepted" if 0 < report_id <= len(self.reports) else "unknown"

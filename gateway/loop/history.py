@@ -52,6 +52,11 @@ class SlotAccumulator:
         """All slots still open (at shutdown): partial, with their coverage as seen."""
         return [self._close(s) for s in sorted(self._open)]
 
+    def open_view(self, before_s: float) -> list[LoadSlot]:
+        """The slots still open that start before `before_s`, as seen so far (not closed)."""
+        return [LoadSlot(start_s=s, slot_s=self.slot_s, energy_ws=acc[0], covered_s=acc[1])
+                for s, acc in sorted(self._open.items()) if s < before_s]
+
     def _spread(self, t0: float, t1: float, power_w: float) -> None:
         t = t0
         while t < t1:

@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway.core.profiles import Point
 from gateway.core.schema import Fields
 from gateway.errors import ProfileError
+from gateway.loop.policy import Lever
 
 BASELINE_METHODS = ("contracted", "pre_event", "ten_in_ten", "high_x_of_y", "recent_days")
 LEVER_KINDS = ("setpoint", "switch", "battery")
@@ -31,22 +32,6 @@ class ChainConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LeverConfig:
-    device: str
-    point: str
-    kind: str  # setpoint | switch | battery
-    priority: int  # lower acts first
-    expected_w: float  # load this lever sheds when fully used (picks how many levers to pull)
-    min: float | None  # setpoint: comfort floor (e.g. 6 A for an EV charger)
-    step: float | None  # setpoint: lower in steps of this size; None = straight to the floor
-    off: float | None  # switch: the "off" value
-    on: float | None  # switch: the "on" value
-    max_off_s: float | None  # switch: comfort limit, restored after this even inside a window
-    min_on_s: float  # switch: time on before it may be switched off again
-    max_w: float | None  # battery: largest discharge setpoint
-
-
-@dataclass(frozen=True, slots=True)
 class DrConfig:
     baseline: str  # default method for events that do not name one
     pre_event_minutes: int
@@ -54,7 +39,9 @@ class DrConfig:
     tolerance: float  # default tolerance of MQTT events that do not carry one
     max_window_minutes: float
     hold_off_s: float  # between two escalations, so the last action can show in the meter
-    levers: tuple[LeverConfig, ...]
+    levers: tuple[Lever, ...]
+    slot_s: int = 60  # load history granularity (baselines are computed from these slots)
+    baseline_params: tuple[tuple[str, float], ...] = ()  # passed to the method, e.g. min_coverage
 
 
 def _address(f: Fields, key: str) -> str:
@@ -107,15 +94,26 @@ def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]]) -> DrCon
         tolerance=tolerance,
         max_window_minutes=f.optional_number("max_window_minutes") or 240.0,
         hold_off_s=f.optional_number("hold_off_s") or 30.0,
-        levers=levers,
+        levers=levers, slot_s=f.optional_int("slot_s") or 60,
+        baseline_params=_params(f.sub("baseline_params")),
     )
+    if not 1 <= cfg.slot_s <= 3600:
+        f.fail("slot_s", "1..3600 seconds")
     if not 1 <= cfg.pre_event_minutes <= 1440:
         f.fail("pre_event_minutes", "1..1440 minutes")
     f.reject_unknown()
     return cfg
 
 
-def _lever(f: Fields, writable: Mapping[str, Mapping[str, Point]]) -> LeverConfig:
+def _params(f: Fields) -> tuple[tuple[str, float], ...]:
+    out = []
+    for key in list(f._data):  # free-form names: the baseline method checks them
+        out.append((key, f.require_number(key)))
+    f.reject_unknown()
+    return tuple(sorted(out))
+
+
+def _lever(f: Fields, writable: Mapping[str, Mapping[str, Point]]) -> Lever:
     device = f.require_str("device")
     if device not in writable:
         f.fail("device", f"no [[device]] is named {device!r}; use one of {', '.join(writable) or '(none)'}")
@@ -126,21 +124,21 @@ def _lever(f: Fields, writable: Mapping[str, Mapping[str, Point]]) -> LeverConfi
                f"{', '.join(points) or '(it has none)'}")
     kind = f.require_str("kind", choices=LEVER_KINDS)
     max_off = f.optional_number("max_off_minutes")
-    lever = LeverConfig(
+    needs = {"setpoint": ("min",), "switch": ("off", "on"), "battery": ("max_w",)}[kind]
+    for key in needs:
+        if f.optional_number(key) is None:
+            f.fail(key, f"a {kind} lever needs {' and '.join(repr(k) for k in needs)}")
+    if f.require_number("expected_w") <= 0:
+        f.fail("expected_w", "the load this lever sheds, in W, > 0")
+    lever = Lever(
         device=device, point=point, kind=kind, priority=f.optional_int("priority") or 1,
         expected_w=f.require_number("expected_w"),
         min=f.optional_number("min"), step=f.optional_number("step"),
         off=f.optional_number("off"), on=f.optional_number("on"),
         max_off_s=None if max_off is None else max_off * 60.0,
         min_on_s=(f.optional_number("min_on_minutes") or 0.0) * 60.0,
-        max_w=f.optional_number("max_w"),
+        max_w=f.optional_number("max_w"), power_w_per_unit=f.optional_number("power_w_per_unit"),
     )
-    if lever.expected_w <= 0:
-        f.fail("expected_w", "the load this lever sheds, in W, > 0")
-    needs = {"setpoint": ("min",), "switch": ("off", "on"), "battery": ("max_w",)}[kind]
-    for key in needs:
-        if getattr(lever, key) is None:
-            f.fail(key, f"a {kind} lever needs {' and '.join(repr(k) for k in needs)}")
     for key in ("min", "off", "on", "max_w"):
         value = getattr(lever, key)
         if value is None:

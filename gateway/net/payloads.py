@@ -50,8 +50,11 @@ def offline(*, gw: str, reason: str, now_ms: int | None = None) -> bytes:
 
 
 def health(counters: Mapping[str, int | float], *, gw: str, now_ms: int,
-           backlog: tuple[int, int] | None = None) -> bytes:
-    body: dict[str, Any] = {"v": SCHEMA, "gw": gw, "ts": now_ms, "counters": dict(counters)}
+           backlog: tuple[int, int] | None = None, detail: Mapping[str, Any] | None = None) -> bytes:
+    """`detail`: the structured snapshot of gateway/ops/health.py (rates, devices, process, store),
+    merged at the top level; the envelope keys (v, gw, ts, counters, backlog) always win."""
+    body: dict[str, Any] = {**dict(detail or {}), "v": SCHEMA, "gw": gw, "ts": now_ms,
+                            "counters": dict(counters)}
     if backlog is not None:
         body["backlog"] = {"rows": backlog[0], "bytes": backlog[1]}
     return dumps(body)

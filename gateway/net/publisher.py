@@ -123,12 +123,14 @@ class HealthPublisher:
     def __init__(self, *, link: MqttLink, counters: CounterSource,
                  store: OutboxStore | None = None, interval_s: float = 30.0,
                  extra: Callable[[], Mapping[str, int | float]] | None = None,
+                 detail: Callable[[], Mapping[str, Any]] | None = None,
                  clock_ms: Callable[[], int] = wall_ms) -> None:
         self.link = link
         self.counters = counters
         self.store = store
         self.interval_s = interval_s
         self.extra = extra
+        self.detail = detail  # the structured snapshot (gateway.ops.health), once per message
         self.clock_ms = clock_ms
         self.topic = topics.topic(link.gw, topics.Kind.HEALTH)
 
@@ -143,8 +145,9 @@ class HealthPublisher:
         while True:
             now = self.clock_ms()
             backlog = self.store.outbox_depth() if self.store is not None else None
+            detail = self.detail() if self.detail is not None else None
             await conn.publish(self.topic, payloads.health(
-                self.snapshot(), gw=self.link.gw, now_ms=now, backlog=backlog), qos=0)
+                self.snapshot(), gw=self.link.gw, now_ms=now, backlog=backlog, detail=detail), qos=0)
             await conn.publish(self.link.status_topic, payloads.birth(
                 self.link.status_info(), gw=self.link.gw, now_ms=now,
                 backlog=backlog, since_ms=since), qos=1, retain=True)

@@ -1,6 +1,6 @@
 """The gateway's durable store: signed measurements, the MQTT outbox, Merkle roots and counters.
 
-One SQLite file in WAL mode, opened through sqlite-utils, owned by one thread. Guarantees:
+One SQLite file in WAL mode (plain sqlite3), owned by one thread. Guarantees:
 - `commit` writes a set of measurements and the outbox rows that carry them in ONE transaction, so
   the outbox never holds a record the measurements table lacks, and vice versa;
 - the chain restarts from the newest committed record (`last_chain_state`), so a seq is never reused;
@@ -12,7 +12,10 @@ One SQLite file in WAL mode, opened through sqlite-utils, owned by one thread. G
 synchronous=FULL by default: in WAL mode NORMAL survives a process crash but may lose the last
 commits on power loss, and a record already published and then lost would be re-issued under the same
 seq with different content after reboot — the equivocation the hash chain exists to expose. The cost
-is one fsync per commit; bench/sign_store.py measures both.
+is one fsync per commit; bench/sign_store.py measures both. Acks (`outbox_ack`) alone run at NORMAL:
+an ack lost to a power cut only brings a batch back for one more delivery (consumers de-duplicate by
+seq), and the next FULL commit syncs the WAL up to and including it anyway. That halves the fsyncs
+of a steady stream (one per commit instead of one per commit and one per PUBACKed batch).
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlite_utils import Database
 
 from gateway.core import merkle
 from gateway.core.eip712 import ZERO32
@@ -83,8 +84,9 @@ class Store:
             raise ConfigError(f"cannot open store {self.path}: {exc}; check the path and that "
                               "its directory is writable") from None
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self.db = Database(self._conn)
-        migrate(self.db, path=self.path)
+        self._synchronous = synchronous
+        self.db = self._conn  # for tests and tools that inspect the file
+        migrate(self._conn, path=self.path)
         self._last_seq, self._last_leaf = self._read_chain_state()
         rows, nbytes = self._conn.execute(
             "SELECT count(*), coalesce(sum(nbytes), 0) FROM outbox").fetchone()
@@ -153,8 +155,10 @@ class Store:
                                  "started from Store.last_chain_state()")
             seq, leaf = m.seq, sm.leaf
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+    def _transaction(self, *, durable: bool = True) -> _Transaction:
+        """durable=False: commit without waiting for the disk (see the module docstring)."""
+        relax = not durable and self._synchronous == "FULL"
+        return _Transaction(self._conn, restore=self._synchronous if relax else None)
 
     def _bump(self, counts: dict[str, int]) -> None:
         self._conn.executemany(
@@ -219,7 +223,7 @@ class Store:
         if not ids:
             return
         acked = nbytes = 0
-        with self._transaction():
+        with self._transaction(durable=False):
             for i in range(0, len(ids), 500):
                 chunk = list(ids[i:i + 500])
                 marks = ",".join("?" * len(chunk))
@@ -325,15 +329,23 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises. With `restore`, the
+    transaction runs at synchronous=NORMAL and the level `restore` is set again after it."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_restore")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, restore: str | None = None) -> None:
         self._conn = conn
+        self._restore = restore
 
     def __enter__(self) -> None:
+        if self._restore is not None:  # PRAGMA synchronous can't change inside a transaction
+            self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        try:
+            self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        finally:
+            if self._restore is not None:
+                self._conn.execute(f"PRAGMA synchronous={self._restore}")

@@ -23,6 +23,8 @@ from gateway.devices.connect import make_link
 from gateway.devices.device import DeviceSpec
 
 PROFILES = load_all()
+MODBUS = [p for p in PROFILES if p.transport.protocol == "modbus"]
+DLT645 = [p for p in PROFILES if p.transport.protocol == "dlt645"]
 
 
 def raw_for(point: Point, index: int) -> int | float | str:
@@ -72,7 +74,7 @@ def test_there_are_enough_real_profiles() -> None:
         assert profile.source.strip(), f"{profile.name} cites no source"
 
 
-@pytest.mark.parametrize("profile", PROFILES, ids=[p.name for p in PROFILES])
+@pytest.mark.parametrize("profile", MODBUS, ids=[p.name for p in MODBUS])
 def test_profile_round_trips_against_its_shim(profile: Profile,
                                               scenario_file: Callable[[str], Path]) -> None:
     unit = profile.transport.units[0] or 1
@@ -128,3 +130,61 @@ def test_profile_round_trips_against_its_shim(profile: Profile,
         assert back == pytest.approx(target), name
     if profile.probe is not None:
         assert probe_value in profile.probe.expect
+
+
+# ------------------------------------------------------------------------------ DL/T 645
+
+
+def test_there_are_dlt645_profiles() -> None:
+    assert {"dlt645_single_phase", "dlt645_three_phase"} <= {p.name for p in DLT645}
+
+
+@pytest.mark.parametrize("profile", DLT645, ids=[p.name for p in DLT645])
+def test_dlt645_profile_agrees_with_the_meter_firmware(profile: Profile) -> None:
+    """The shim's self-description: each identifier carries the quantity the profile names, and
+    the profile's scale undoes the firmware's unit (kW x 1000 = W)."""
+    from firmware_shims.dlt645 import FIRMWARE_ITEMS
+
+    for point in profile.points:
+        quantity, factor = FIRMWARE_ITEMS[point.address]
+        assert quantity == point.name, f"{point.name}: the meter serves {quantity} there"
+        assert point.scale * factor == pytest.approx(1.0), point.name
+
+
+@pytest.mark.parametrize("profile", DLT645, ids=[p.name for p in DLT645])
+def test_dlt645_profile_round_trips_against_its_shim(profile: Profile,
+                                                     scenario_file: Callable[[str], Path]) -> None:
+    """Every point set on the simulated meter reads back through the gateway's DL/T 645 owner on
+    a pty line; the shim encodes in the standard's formats, the gateway decodes the profile's."""
+    from gateway.core.dlt645_values import BcdFormat
+    from gateway.devices.dlt645 import MeterSpec, serial_owner
+
+    path = scenario_file('[[bus]]\nname = "line"\nbaud = 2400\nparity = "E"\n\n[[device]]\n'
+                         f'name = "dut"\nprofile = "{profile.name}"\ntransport = "dlt645"\n'
+                         'address = "line"\nmeter_address = "000000000001"\n')
+    expected: dict[str, float] = {}
+    for index, point in enumerate(profile.points):
+        fmt = BcdFormat.from_type_name(point.type)
+        raw = round(min(fmt.largest / 2, 1.0 + 0.25 * index), fmt.decimals)
+        expected[point.name] = (-raw if fmt.signed and index % 2 else raw) * point.scale
+
+    async def main() -> dict[str, tuple[object, Quality, str]]:
+        async with SimulatedHome(path) as home:
+            for name, value in expected.items():
+                home.device("dut").set_value(name, value)
+            owner = serial_owner(port=home.devices[0].address, baud=2400, parity="E", stopbits=1,
+                                 meters=[MeterSpec(name="dut", profile=profile,
+                                                   address="000000000001")], sink=lambda s: None)
+            await owner.link.open()
+            try:
+                readings = await owner.read_points(owner.devices["dut"], list(profile.points))
+            finally:
+                await owner.link.close()
+            return {r.name: (r.value, r.quality, r.unit) for r in readings}
+
+    got = asyncio.run(main())
+    for name, value in expected.items():
+        got_value, quality, unit = got[name]
+        assert quality is Quality.OK, f"{name}: {quality}"
+        assert unit == profile.point(name).unit
+        assert got_value == pytest.approx(value, rel=1e-9, abs=1e-9), name

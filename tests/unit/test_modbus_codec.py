@@ -61,9 +61,26 @@ def test_rtu_bad_crc_and_wrong_unit_are_remote_errors() -> None:
     with pytest.raises(modbus.RemoteProtocolError, match="CRC"):
         conn.next_event()
     conn.send(modbus.ReadRequest(unit=1, function=3, address=0, count=1))
-    conn.receive_data(_reply(2, bytes([3, 2, 0, 5])))
+    garbled = bytearray(_reply(2, bytes([3, 2, 0, 5])))
+    garbled[-2] ^= 0x55
+    conn.receive_data(bytes(garbled))
     with pytest.raises(modbus.RemoteProtocolError, match="unit 2"):
         conn.next_event()
+
+
+def test_rtu_late_answer_of_another_unit_is_dropped_whole() -> None:
+    """RTU has no transaction id: a valid frame from the unit we timed out on, arriving while we
+    wait for the next unit, is that unit's late answer. It is skipped, and ours still parses."""
+    conn = modbus.RtuClientConnection()
+    conn.send(modbus.ReadRequest(unit=1, function=3, address=0, count=1))
+    late, ours = _reply(2, bytes([3, 4, 0, 9, 0, 9])), _reply(1, bytes([3, 2, 0, 5]))
+    conn.receive_data(late[:3])
+    assert conn.next_event() is modbus.NEED_DATA  # incomplete late frame: wait for the rest
+    conn.receive_data(late[3:] + ours[:2])
+    assert conn.next_event() is modbus.NEED_DATA
+    conn.receive_data(ours[2:])
+    event = conn.next_event()
+    assert isinstance(event, modbus.Response) and event.unit == 1 and event.values == (5,)
 
 
 def test_write_requests_encode_as_the_spec_says() -> None:

@@ -1,0 +1,344 @@
+"""Crash soak of `drgw run`: SIGKILL at random moments, broker restarts, and a subscriber that must
+end up with every committed measurement, none of them in two versions.
+
+Setup (all on loopback): `drgw simulate` serves --meters simulated SDM630 meters over Modbus TCP;
+a real mosquitto with persistence (tests/mosquitto.py); `drgw run` polls every point of every meter
+every --poll seconds. A QoS 1 persistent-session subscriber (paho, reconnecting) listens on the
+gateway's meas topic for the whole run.
+
+Loop, --kills times: start `drgw run`; after a random life (--life MIN MAX seconds, seeded by
+--seed) kill it with SIGKILL; with probability --broker-restarts, stop the broker during that life
+(SIGTERM: mosquitto saves its persistence; --broker-kill uses SIGKILL, where the broker itself may
+lose messages it acknowledged) and start it again after 0.2..2 s. After each kill the store's last
+(seq, leaf) is noted. Then a final run drains the outbox and stops cleanly (SIGTERM), and the
+subscriber gets --drain-timeout seconds to catch up.
+
+Checks, against the SQLite store (the authority) and gateway.fleet.watch.StreamChecker:
+- lost: seqs the store committed that the subscriber never received;
+- duplicates: a seq received again with identical content (QoS 1 redelivery: allowed);
+- different: a seq received in two versions, or a received record that differs from the stored one;
+- reused: a (seq, leaf) noted after a kill that the final store no longer holds, a gap or a broken
+  prev-hash link in the stored chain;
+- unexpected exits: the agent ended before its SIGKILL.
+Exit status 1 when lost, different, reused or unexpected exits are non-zero.
+
+    .venv/bin/python bench/soak.py [--kills 100] [--seed 1] [--meters 10] [--poll 0.5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from gateway.core.measurement import from_wire, measurement_domain, struct_hash  # noqa: E402
+from gateway.fleet.watch import StreamChecker  # noqa: E402
+from tests.mosquitto import Broker  # noqa: E402
+
+DRGW = [sys.executable, "-m", "gateway.cli"]
+
+
+class Subscriber:
+    """QoS 1, persistent session (clean_session=False): what the broker queued while this client
+    was cut off by a broker restart arrives after the reconnect. Payloads are kept in arrival order."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.topic = topic
+        self.payloads: list[bytes] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="drgw-soak-sub",
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError(f"soak: the subscriber got no SUBACK from {broker.url}")
+
+    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: object, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.payloads.append(bytes(msg.payload))
+
+    def snapshot(self) -> list[bytes]:
+        with self.lock:
+            return list(self.payloads)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@dataclass
+class Soak:
+    work: Path
+    broker: Broker
+    config: Path
+    rng: random.Random
+    broker_kill: bool
+    log: Path = field(init=False)
+    kills: int = 0
+    broker_restarts: int = 0
+    starts: int = 0
+    unexpected_exits: list[str] = field(default_factory=list)
+    marks: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, leaf) after each kill
+
+    def __post_init__(self) -> None:
+        self.log = self.work / "agent.log"
+
+    def start_agent(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        with self.log.open("ab") as log:
+            return subprocess.Popen([*DRGW, "run", str(self.config)], stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    def restart_broker(self, down: float) -> None:
+        self.broker.kill() if self.broker_kill else self.broker.stop()
+        time.sleep(down)
+        self.broker.start()
+        self.broker_restarts += 1
+
+    def one_life(self, life: tuple[float, float], broker_p: float) -> None:
+        agent = self.start_agent()
+        span = self.rng.uniform(*life)
+        if self.rng.random() < broker_p:
+            at, down = self.rng.uniform(0, span), self.rng.uniform(0.2, 2.0)
+            time.sleep(at)
+            self.restart_broker(down)
+            time.sleep(max(0.0, span - at - down))
+        else:
+            time.sleep(span)
+        code = agent.poll()
+        if code is not None:
+            self.unexpected_exits.append(f"start {self.starts}: exit status {code}")
+        else:
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(timeout=30)
+            self.kills += 1
+        mark = last_mark(self.work / "drgw.db")
+        if mark is not None:
+            self.marks.append(mark)
+
+    def final_drain(self, timeout: float) -> int:
+        """Run the agent until its outbox is empty, then stop it cleanly; returns rows left."""
+        for _ in range(3):
+            agent = self.start_agent()
+            deadline = time.monotonic() + timeout
+            time.sleep(2.0)  # let it connect and commit a little: the clean stop is tested too
+            while outbox_rows(self.work / "drgw.db") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            agent.send_signal(signal.SIGTERM)
+            code = agent.wait(timeout=60)
+            if code != 0:
+                self.unexpected_exits.append(f"final run: exit status {code} after SIGTERM")
+            left = outbox_rows(self.work / "drgw.db")
+            if not left:
+                return 0
+        return left
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+
+def last_mark(path: Path) -> tuple[int, bytes] | None:
+    if not path.exists():
+        return None
+    with read_only(path) as conn:
+        row = conn.execute("SELECT seq, leaf FROM measurements ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]))
+
+
+def outbox_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with read_only(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def stored_chain(path: Path) -> tuple[dict[int, bytes], list[str]]:
+    """seq -> leaf of every stored record, and what is wrong with the chain (gaps, bad links)."""
+    leaves: dict[int, bytes] = {}
+    problems: list[str] = []
+    prev_seq, prev_leaf = 0, bytes(32)
+    with read_only(path) as conn:
+        for seq, leaf, wire in conn.execute("SELECT seq, leaf, wire FROM measurements ORDER BY seq"):
+            m = from_wire(bytes(wire)).measurement
+            if seq != prev_seq + 1:
+                problems.append(f"stored seqs jump from {prev_seq} to {seq}")
+            if m.prev_hash != prev_leaf or struct_hash(m) != bytes(leaf) or m.seq != seq:
+                problems.append(f"stored seq {seq} does not chain to seq {prev_seq}")
+            leaves[int(seq)] = bytes(leaf)
+            prev_seq, prev_leaf = int(seq), bytes(leaf)
+    return leaves, problems
+
+
+class Tally:
+    """The subscriber's payloads fed, in arrival order, to a StreamChecker (signatures, chain)."""
+
+    def __init__(self, gw: str) -> None:
+        self.gw = gw.lower()
+        self.checker = StreamChecker(measurement_domain(1), remember=10_000_000)
+        self.fed = 0
+
+    def feed(self, payloads: list[bytes]) -> None:
+        for payload in payloads[self.fed:]:
+            self.checker.feed(self.gw, payload)
+        self.fed = len(payloads)
+
+    def seen(self) -> dict[int, bytes]:
+        stream = self.checker.streams.get(self.gw)
+        return dict(stream.leaves) if stream is not None else {}
+
+    def compare(self, stored: dict[int, bytes]) -> dict[str, Any]:
+        seen = self.seen()
+        # Received under a seq the store holds in another version (first arrival compared).
+        differs = sum(1 for seq, leaf in seen.items() if seq in stored and stored[seq] != leaf)
+        summary = self.checker.summary().get(self.gw, {})
+        return {"delivered": len(seen), "received": summary.get("received", 0),
+                "duplicates": summary.get("duplicates", 0),
+                "different": summary.get("forgeries", 0) + summary.get("malformed", 0) + differs,
+                "lost": sorted(set(stored) - set(seen)),
+                "unknown": sorted(set(seen) - set(stored))}
+
+
+def wait_delivered(sub: Subscriber, tally: Tally, stored: dict[int, bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        tally.feed(sub.snapshot())
+        if set(stored) <= set(tally.seen()) or time.monotonic() > deadline:
+            return
+        time.sleep(1.0)
+
+
+def setup(work: Path, broker: Broker, meters: int, poll: float) -> tuple[subprocess.Popen[str], Path, str]:
+    home = work / "home.toml"
+    home.write_text("".join(
+        f'[[device]]\nname = "m{i}"\nprofile = "eastron_sdm630"\ntransport = "tcp"\n'
+        f'address = "127.0.0.1:0"\nunit = 1\n[device.load]\nkind = "constant"\n'
+        f"power_w = {400 + 150 * i}\n\n" for i in range(meters)))
+    sim = subprocess.Popen([*DRGW, "simulate", str(home), "--json"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    assert sim.stdout is not None
+    devices = json.loads(sim.stdout.readline())["devices"]
+    out = subprocess.run([*DRGW, "keys", "new", "--out", str(work / "gw.key"), "--json"],
+                         check=True, capture_output=True, text=True)
+    gw = json.loads(out.stdout)["address"]
+    text = (f'[gateway]\nkey = "gw.key"\nlog_level = "WARNING"\n[mqtt]\nbroker = "{broker.url}"\n'
+            f"health_interval = 5\n[poll]\nfast = {poll}\nnormal = {poll}\nslow = {poll}\n")
+    for i, d in enumerate(devices):
+        text += (f'[[bus]]\nname = "b{i}"\ntcp = "{d["address"]}"\n[[device]]\n'
+                 f'name = "{d["name"]}"\nprofile = "eastron_sdm630"\nbus = "b{i}"\nunit = 1\n')
+    config = work / "drgw.toml"
+    config.write_text(text)
+    return sim, config, gw
+
+
+def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    with Broker(work / "mosquitto", persistence=True) as broker:
+        sim, config, gw = setup(work, broker, args.meters, args.poll)
+        sub = Subscriber(broker, f"drgw/v1/{gw.lower()}/meas")
+        run = Soak(work=work, broker=broker, config=config, rng=random.Random(args.seed),
+                   broker_kill=args.broker_kill)
+        try:
+            for i in range(args.kills):
+                run.one_life((args.life[0], args.life[1]), args.broker_restarts)
+                if (i + 1) % 10 == 0:
+                    print(f"soak: {i + 1}/{args.kills} lives, seq {run.marks[-1][0] if run.marks else 0}"
+                          f", {run.broker_restarts} broker restart(s), "
+                          f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+            left = run.final_drain(args.drain_timeout)
+            stored, problems = stored_chain(work / "drgw.db")
+            tally = Tally(gw)
+            wait_delivered(sub, tally, stored, args.drain_timeout)
+            time.sleep(2.0)  # late redeliveries still count as duplicates (or worse)
+            tally.feed(sub.snapshot())
+            result = tally.compare(stored)
+        finally:
+            sub.stop()
+            sim.terminate()
+            sim.wait(timeout=10)
+    reused = [f"seq {s} changed after a kill" for s, leaf in run.marks if stored.get(s) != leaf]
+    reused += problems
+    return {
+        "kills": run.kills, "agent_starts": run.starts, "broker_restarts": run.broker_restarts,
+        "duration_s": round(time.monotonic() - started, 1), "meters": args.meters,
+        "poll_s": args.poll, "seed": args.seed, "measurements": len(stored),
+        "delivered": result["delivered"], "messages_received": result["received"],
+        "duplicates": result["duplicates"], "different": result["different"],
+        "lost": len(result["lost"]), "lost_seqs": result["lost"][:20],
+        "outbox_left": left, "seq_reused": len(reused), "reuse_detail": reused[:10],
+        "unknown_seqs": len(result["unknown"]), "unexpected_exits": run.unexpected_exits,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=100, help="SIGKILLs of the agent (default 100)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the kill and restart moments")
+    parser.add_argument("--meters", type=int, default=10)
+    parser.add_argument("--poll", type=float, default=0.5, help="poll interval of every point, s")
+    parser.add_argument("--life", type=float, nargs=2, default=(0.5, 6.0), metavar=("MIN", "MAX"),
+                        help="seconds from starting the agent to its SIGKILL (uniform)")
+    parser.add_argument("--broker-restarts", type=float, default=0.15, metavar="P",
+                        help="probability that a life includes a broker restart (default 0.15)")
+    parser.add_argument("--broker-kill", action="store_true",
+                        help="restart the broker with SIGKILL instead of SIGTERM")
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    if args.kills < 0 or args.meters < 1 or args.poll < 0.05 or not 0 < args.life[0] <= args.life[1]:
+        parser.error("--kills >= 0, --meters >= 1, --poll >= 0.05, 0 < --life MIN <= MAX")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        r = soak(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="drgw-soak-") as tmp:
+            r = soak(args, Path(tmp))
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print(f"soak: {r['kills']} SIGKILLs of drgw run ({r['agent_starts']} starts), "
+              f"{r['broker_restarts']} broker restarts, {r['meters']} meters every {r['poll_s']:g} s, "
+              f"seed {r['seed']}, {r['duration_s']:.0f} s")
+        print(f"  measurements committed {r['measurements']}, delivered {r['delivered']} "
+              f"({r['messages_received']} records received)")
+        print(f"  lost {r['lost']}, duplicates (identical redeliveries) {r['duplicates']}, "
+              f"different versions of a seq {r['different']}, seq reused {r['seq_reused']}, "
+              f"outbox left {r['outbox_left']}, unexpected agent exits {len(r['unexpected_exits'])}")
+        if r["unknown_seqs"]:
+            print(f"  ! {r['unknown_seqs']} seq(s) were delivered that the store does not hold")
+        for line in [*r["reuse_detail"], *r["unexpected_exits"]]:
+            print(f"  ! {line}")
+        if r["lost"]:
+            print(f"  ! first lost seqs: {r['lost_seqs']}")
+    failed = (r["lost"] or r["different"] or r["seq_reused"] or r["unknown_seqs"]
+              or r["unexpected_exits"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

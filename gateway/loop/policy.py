@@ -1,0 +1,259 @@
+"""Local actions during a REDUCE event: pull load levers by priority, within comfort limits (pure).
+
+While the live checker projects a shortfall the policy escalates one lever, or one step of a lever,
+per decision, lowest priority number first, and waits `hold_off_s` between changes so the last one
+can show in the main meter. With a surplus beyond `margin` (after the release) it gives back in
+reverse priority. A switch that reaches `max_off_s` is restored even inside the window. Every change
+is an `Action` for the shell to execute and log; `restore_all` undoes everything at the window's end.
+The rules are written out in docs/closed-loop.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.loop.checker import CheckState
+
+KINDS = ("setpoint", "switch", "battery")
+Key = tuple[str, str]  # (device, point)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lever:
+    """One controllable point ([[dr.lever]] in the config; field names match settings.LeverConfig).
+
+    setpoint: lowered towards `min` (a comfort floor, e.g. 6 A for an EV charger), in `step`s or at
+    once; switch: set to `off`, restored after `max_off_s`, not switched off again before `min_on_s`
+    of being on; battery: discharge setpoint raised towards `max_w`, in `step`s or at once.
+    `expected_w` is the load the lever sheds when fully used; `power_w_per_unit` (optional) the load
+    per unit of a setpoint (e.g. 230 W per A), else expected_w is spread over original..min.
+    """
+
+    device: str
+    point: str
+    kind: str
+    expected_w: float
+    priority: int = 1
+    min: float | None = None
+    step: float | None = None
+    off: float | None = None
+    on: float | None = None
+    max_off_s: float | None = None
+    min_on_s: float = 0.0
+    max_w: float | None = None
+    power_w_per_unit: float | None = None
+
+    def __post_init__(self) -> None:
+        where = f"lever {self.device}.{self.point}"
+        if self.kind not in KINDS:
+            raise ConfigError(f"{where}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        needs = {"setpoint": ("min",), "switch": ("off",), "battery": ("max_w",)}[self.kind]
+        for name in needs:
+            if getattr(self, name) is None:
+                raise ConfigError(f"{where}: a {self.kind} lever needs {name!r}")
+        if self.expected_w <= 0:
+            raise ConfigError(f"{where}: expected_w {self.expected_w:g} must be > 0 (W shed)")
+        if self.step is not None and self.step <= 0:
+            raise ConfigError(f"{where}: step {self.step:g} must be > 0")
+
+    @property
+    def key(self) -> Key:
+        return (self.device, self.point)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    """One command for the shell: write `value` to device.point (it was `previous`)."""
+
+    t_s: float
+    device: str
+    point: str
+    value: float
+    previous: float
+    reason: str
+    priority: int
+
+
+@dataclass(slots=True)
+class _Touched:
+    original: float  # value before the window: what restore_all writes back
+    value: float  # last value the policy commanded
+    off_since: float | None = None  # switch: when the policy switched it off
+    on_since: float | None = None  # switch: when a comfort restore switched it back on
+
+
+class ActionPolicy:
+    """Escalation and release of levers for one event (create one per event)."""
+
+    def __init__(self, levers: Iterable[Lever], *, hold_off_s: float = 30.0, margin: float = 0.1) -> None:
+        ordered = sorted(enumerate(levers), key=lambda il: (il[1].priority, il[0]))
+        self.levers: tuple[Lever, ...] = tuple(lever for _, lever in ordered)
+        seen: set[Key] = set()
+        for lever in self.levers:
+            if lever.key in seen:
+                raise ConfigError(f"two levers act on {lever.device}.{lever.point}; keep one")
+            seen.add(lever.key)
+        if hold_off_s < 0 or margin < 0:
+            raise ValueError("hold_off_s and margin must be >= 0")
+        self.hold_off_s = hold_off_s
+        self.margin = margin
+        self._touched: dict[Key, _Touched] = {}
+        self._last_change_s: float | None = None
+        self.log: list[Action] = []
+
+    def touched(self) -> Mapping[Key, float]:
+        """Every point the policy has written, with its value before the window."""
+        return {key: t.original for key, t in self._touched.items()}
+
+    def decide(self, state: CheckState, *, now_s: float, current: Mapping[Key, float]) -> list[Action]:
+        """Actions for this moment: comfort restores first, then at most one escalation or release.
+        `current` holds the present value of each lever's point (a lever whose point is missing
+        there and that was not touched yet is skipped: it could not be restored)."""
+        actions = self._comfort(now_s)
+        held = self._last_change_s is not None and now_s - self._last_change_s < self.hold_off_s
+        if not held and state.remaining_s > 0:
+            change = (self._escalate(state, now_s, current) if state.shortfall
+                      else self._release(state, now_s))
+            if change is not None:
+                actions.append(change)
+                self._last_change_s = now_s
+        self.log.extend(actions)
+        return actions
+
+    def restore_all(self, now_s: float) -> list[Action]:
+        """Put every touched point back to its value before the window, in reverse priority."""
+        actions = []
+        for lever in reversed(self.levers):
+            t = self._touched.pop(lever.key, None)
+            if t is not None and t.value != t.original:
+                actions.append(self._act(lever, t, t.original, now_s, "restore after the window"))
+        for (device, point), t in self._touched.items():  # resumed from a snapshot, lever since removed
+            if t.value != t.original:
+                actions.append(Action(t_s=now_s, device=device, point=point, value=t.original,
+                                      previous=t.value, priority=0,
+                                      reason="restore after the window (lever no longer configured)"))
+        self._touched.clear()
+        self._last_change_s = None
+        self.log.extend(actions)
+        return actions
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able record of the touched points, so a restarted gateway can still restore them."""
+        return {"last_change_s": self._last_change_s,
+                "touched": [{"device": d, "point": p, "original": t.original, "value": t.value,
+                             "off_since": t.off_since, "on_since": t.on_since}
+                            for (d, p), t in self._touched.items()]}
+
+    @classmethod
+    def resume(cls, levers: Sequence[Lever], snapshot: Mapping[str, Any], *, hold_off_s: float = 30.0,
+               margin: float = 0.1) -> ActionPolicy:
+        """A policy that continues from `snapshot()` after a restart; `restore_all` also restores
+        points whose lever was removed from the config meanwhile."""
+        policy = cls(levers, hold_off_s=hold_off_s, margin=margin)
+        policy._last_change_s = snapshot["last_change_s"]
+        for item in snapshot["touched"]:
+            policy._touched[(item["device"], item["point"])] = _Touched(
+                original=item["original"], value=item["value"], off_since=item["off_since"],
+                on_since=item["on_since"])
+        return policy
+
+    # ---- internals
+
+    def _act(self, lever: Lever, t: _Touched, value: float, now_s: float, reason: str) -> Action:
+        action = Action(t_s=now_s, device=lever.device, point=lever.point, value=value,
+                        previous=t.value, reason=reason, priority=lever.priority)
+        t.value = value
+        if lever.kind == "switch":
+            t.off_since = now_s if value == lever.off else None
+        return action
+
+    def _comfort(self, now_s: float) -> list[Action]:
+        actions = []
+        for lever in self.levers:
+            t = self._touched.get(lever.key)
+            if (lever.max_off_s is None or t is None or t.off_since is None
+                    or now_s - t.off_since < lever.max_off_s):
+                continue
+            off_for = now_s - t.off_since
+            # the original is not `off`: a switch already off is never pulled
+            actions.append(self._act(lever, t, t.original, now_s,
+                                     f"comfort limit: off for {off_for:g} s, max_off_s {lever.max_off_s:g}"))
+            t.on_since = now_s
+        return actions
+
+    def _escalate(self, state: CheckState, now_s: float, current: Mapping[Key, float]) -> Action | None:
+        for lever in self.levers:
+            t = self._touched.get(lever.key)
+            if t is None:
+                if lever.key not in current:
+                    continue
+                t = _Touched(original=current[lever.key], value=current[lever.key])
+            target = self._further(lever, t, now_s)
+            if target is None:
+                continue
+            self._touched[lever.key] = t
+            reason = (f"shortfall: projected {state.projected_wh:.0f} Wh < required "
+                      f"{state.required_wh:.0f} Wh")
+            return self._act(lever, t, target, now_s, reason)
+        return None
+
+    def _further(self, lever: Lever, t: _Touched, now_s: float) -> float | None:
+        """The lever's next value in the shedding direction, or None at its limit."""
+        v = t.value
+        if lever.kind == "setpoint":
+            floor = _num(lever.min)
+            return None if v <= floor else max(floor, v - lever.step) if lever.step else floor
+        if lever.kind == "battery":
+            top = _num(lever.max_w)
+            return None if v >= top else min(top, v + lever.step) if lever.step else top
+        if v == lever.off:
+            return None
+        if t.on_since is not None and (now_s == t.on_since or now_s - t.on_since < lever.min_on_s):
+            return None  # comfort: back on for too short a time (or just now, by a comfort restore)
+        return lever.off
+
+    def _release(self, state: CheckState, now_s: float) -> Action | None:
+        for lever in reversed(self.levers):
+            t = self._touched.get(lever.key)
+            if t is None or t.value == t.original:
+                continue
+            back = self._back(lever, t)
+            loss_wh = self._shed_w(lever, t, back) * state.remaining_s / 3600
+            keep = state.required_wh * (1 + self.margin)
+            if state.projected_wh - loss_wh < keep:
+                return None  # releasing the last lever pulled would risk the award
+            reason = (f"surplus: projected {state.projected_wh:.0f} Wh - {loss_wh:.0f} Wh released "
+                      f">= {keep:.0f} Wh")
+            return self._act(lever, t, back, now_s, reason)
+        return None
+
+    @staticmethod
+    def _back(lever: Lever, t: _Touched) -> float:
+        """One step back towards the original value."""
+        if lever.kind == "setpoint" and lever.step:
+            return min(t.original, t.value + lever.step)
+        if lever.kind == "battery" and lever.step:
+            return max(t.original, t.value - lever.step)
+        return t.original
+
+    @staticmethod
+    def _shed_w(lever: Lever, t: _Touched, back: float) -> float:
+        """Estimated load (W) that moving from the current value to `back` gives back."""
+        if lever.kind == "switch":
+            return lever.expected_w
+        delta = abs(back - t.value)
+        if lever.power_w_per_unit is not None:
+            return delta * lever.power_w_per_unit
+        if lever.kind == "battery":
+            return delta  # a discharge setpoint is in W itself
+        span = t.original - _num(lever.min)
+        return lever.expected_w * delta / span if span > 0 else lever.expected_w
+
+
+def _num(value: float | None) -> float:
+    if value is None:  # Lever.__post_init__ guarantees the kind's limits
+        raise AssertionError("lever limit missing")
+    return value

@@ -1,0 +1,80 @@
+"""Judgement of a DR event at its window's end, in the contract's integers (docs/market.md).
+
+The gateway judges itself exactly as DRMarket.check() will: the delivered Wh of the Report against
+the award, by `gateway.core.market.verdict`. Energies become whole Wh here, once:
+
+- baselineWh = the baseline's energy over the whole window (recomputable by anyone from the
+  baseline's inputs, which the Report commits to by hash);
+- actualWh = the measured energy over the covered time + the baseline's energy over the missing
+  time: a gap in the data delivers nothing, neither credit nor penalty beyond its lost response;
+- both rounded down to whole Wh (toward zero, like every division of the contract) and clamped to
+  uint64 (a net-exporting household cannot report negative energy: `clamped`, docs/closed-loop.md);
+- deliveredWh = baselineWh - actualWh (REDUCE) or actualWh - baselineWh (INCREASE), which is the
+  contract's consistency rule (ReportInconsistent otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gateway.core.market import Outcome, delivered_wh, verdict
+from gateway.loop.checker import BaselineLike, CheckState
+from gateway.loop.events import Direction, DrEvent
+
+UINT64_MAX = 2**64 - 1
+# Float sums of Wh carry noise of ~1e-12 Wh; without this 1000 Wh computed as 999.9999999999 would
+# round down to 999. A µWh is far below any meter's resolution.
+_NOISE_WH = 1e-6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """An event's result in Report units. `required_wh` is the least whole deliveredWh that performs;
+    `shortfall_wh` = max(0, required - delivered)."""
+
+    event_id: str
+    window: int | None
+    baseline_wh: int
+    actual_wh: int
+    delivered_wh: int
+    award_w: int
+    seconds: int
+    tolerance_bps: int
+    required_wh: int
+    performed: bool
+    shortfall_wh: int
+    coverage: float
+    clamped: bool  # an energy was negative (net export) and went into its uint64 field as 0
+
+
+def whole_wh(energy_wh: float) -> int:
+    """Round an energy down to whole Wh for a uint64 Report field (clamped to 0 .. 2^64-1)."""
+    if not math.isfinite(energy_wh):
+        raise ValueError(f"energy {energy_wh} Wh is not finite")
+    return min(max(math.floor(energy_wh + _NOISE_WH), 0), UINT64_MAX)
+
+
+def required_wh(award_w: int, seconds: int, tolerance_bps: int) -> int:
+    """Least whole Wh that performs: ceil(award x seconds x (10000 - tolerance) / (3600 x 10000))."""
+    need = award_w * seconds * (10_000 - tolerance_bps)
+    return -(-need // 36_000_000)
+
+
+def judge(event: DrEvent, final_state: CheckState, baseline: BaselineLike) -> Verdict:
+    """The verdict of `event` from the checker's `final()` state and the event's baseline."""
+    full_baseline_wh = baseline.energy_wh(event.start_s, event.end_s)
+    missing_baseline_wh = full_baseline_wh - final_state.baseline_wh
+    actual_filled_wh = final_state.actual_wh + missing_baseline_wh
+    base, actual = whole_wh(full_baseline_wh), whole_wh(actual_filled_wh)
+    delivered = delivered_wh(reduce=event.direction is Direction.REDUCE, baseline_wh=base,
+                             actual_wh=actual)
+    performed = verdict(delivered, event.award_w, event.seconds, event.tolerance_bps) is Outcome.PERFORMED
+    required = required_wh(event.award_w, event.seconds, event.tolerance_bps)
+    return Verdict(
+        event_id=event.event_id, window=event.window, baseline_wh=base, actual_wh=actual,
+        delivered_wh=delivered, award_w=event.award_w, seconds=event.seconds,
+        tolerance_bps=event.tolerance_bps, required_wh=required, performed=performed,
+        shortfall_wh=max(0, required - delivered), coverage=final_state.coverage,
+        clamped=min(full_baseline_wh, actual_filled_wh) < 0,
+    )

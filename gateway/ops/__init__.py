@@ -1,0 +1,1 @@
+"""Operating a running gateway: health counters, the Prometheus endpoint, journald logging."""
