@@ -217,7 +217,11 @@ class DrLoop:
                 self.publish({"type": "dr_action", "event_id": act.event.event_id, "t": a.t_s,
                               "device": a.device, "point": a.point, "value": a.value,
                               "previous": a.previous, "reason": a.reason, "ok": ok, "error": error})
-            self._save(act.event, EventState.ACTIVE, policy=act.policy.snapshot())
+            # The restores at COMPLETED/CANCELLED come here too: their row is already saved in its
+            # terminal state (with the baseline) and must not be turned back into "active".
+            event_id = act.event.event_id
+            if self.book.state(event_id) is EventState.ACTIVE:
+                self._save(self.book.event(event_id), EventState.ACTIVE, policy=act.policy.snapshot())
 
     async def _read_levers(self, act: _Active) -> None:
         for lever in self.config.levers:
@@ -290,8 +294,12 @@ class DrLoop:
     async def _transition(self, tr: Transition) -> None:
         event = self.book.event(tr.event_id)
         prior = self.journal.event(tr.event_id)
-        snapshot = prior.body.get("policy") if prior is not None and prior.state == "active" else None
-        self._save(event, tr.state)
+        # After a restart the book replays PENDING -> NEAR -> ACTIVE: the NEAR row in between must
+        # keep the policy snapshot (the points switched before the crash and their originals), or
+        # the resumed policy would take the shed values for originals and never restore them.
+        snapshot = prior.body.get("policy") if prior is not None else None
+        live = tr.state in (EventState.NEAR, EventState.ACTIVE)
+        self._save(event, tr.state, policy=snapshot if live else None)
         self.publish({"type": "dr_state", "event_id": tr.event_id, "from": tr.previous.value,
                       "to": tr.state.value, "at": tr.at_s})
         if tr.state is EventState.ACTIVE:
