@@ -49,6 +49,8 @@ METHODS = {"contracted": bl.Method.CONTRACTED, "pre_event": bl.Method.PRE_EVENT,
            "ten_in_ten": bl.Method.TEN_IN_TEN, "high_x_of_y": bl.Method.HIGH_X_OF_Y,
            "recent_days": bl.Method.RECENT_DAYS}
 NAMES = {v: k for k, v in METHODS.items()}
+# each DR action and verdict is news, not a flapping meter's repeat: past the repeat filter
+ALWAYS = {"state_change": True}
 LIVE_EVERY_S = 5.0  # live event state on MQTT at most this often (every sample is in the journal)
 
 
@@ -104,6 +106,10 @@ class DrLoop:
         self.publish(body)
         log.info("DR event %s %s: %s..%s, %d W %s", held.event_id, change.kind.value,
                  _clock(held.start_s), _clock(held.end_s), held.award_w, held.direction.value)
+        act = self.active.get(held.event_id)
+        if act is not None and change.state is EventState.ACTIVE:
+            act.checker.retarget(held)  # a new end, award or tolerance counts from now on
+            act.event = held
         if change.state is EventState.CANCELLED and held.event_id in self.active:
             self._spawn(self._finish_cancelled(held.event_id), f"cancel {held.event_id}")
         self.wake.set()
@@ -213,7 +219,8 @@ class DrLoop:
                     t_s=a.t_s, device=a.device, point=a.point, value=a.value, previous=a.previous,
                     reason=a.reason, ok=ok, error=error))
                 log.warning("DR action %s: %s.%s %g -> %g (%s)%s", act.event.event_id, a.device,
-                            a.point, a.previous, a.value, a.reason, "" if ok else f" FAILED: {error}")
+                            a.point, a.previous, a.value, a.reason, "" if ok else f" FAILED: {error}",
+                            extra=ALWAYS)
                 self.publish({"type": "dr_action", "event_id": act.event.event_id, "t": a.t_s,
                               "device": a.device, "point": a.point, "value": a.value,
                               "previous": a.previous, "reason": a.reason, "ok": ok, "error": error})
@@ -280,7 +287,7 @@ class DrLoop:
                 del self.unreported[event_id]
                 self.journal.set_chain_state(event_id, state, now_ms=_ms(self.clock()))
                 self.publish({"type": "dr_report", "event_id": event_id, "chain_state": state})
-                log.warning("DR event %s: Report %s", event_id, state)
+                log.warning("DR event %s: Report %s", event_id, state, extra=ALWAYS)
         for event_id in list(self.unsettled):
             event = self.book.event(event_id)
             assert event.window is not None
@@ -327,7 +334,8 @@ class DrLoop:
             act.current.setdefault(key, value)
         self._save(event, EventState.ACTIVE, policy=act.policy.snapshot())
         log.warning("DR event %s active: baseline %s %.0f W avg, award %d W", event.event_id,
-                    NAMES[baseline.method], baseline.energy_wh() * 3600 / event.seconds, event.award_w)
+                    NAMES[baseline.method], baseline.energy_wh() * 3600 / event.seconds, event.award_w,
+                    extra=ALWAYS)
 
     def _baseline(self, event: DrEvent) -> bl.Baseline:
         spec = event.baseline
@@ -386,7 +394,7 @@ class DrLoop:
         self.publish(summary)
         log.warning("DR event %s: delivered %d Wh of %d required -> %s", event.event_id,
                     verdict.delivered_wh, verdict.required_wh,
-                    "performed" if verdict.performed else "SHORT")
+                    "performed" if verdict.performed else "SHORT", extra=ALWAYS)
 
     def _report(self, event: DrEvent, baseline: bl.Baseline, verdict: Verdict) -> Any:
         from gateway.chain.report import Report

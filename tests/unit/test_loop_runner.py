@@ -1,0 +1,144 @@
+"""The loop's shell with its own narrow ports: a clock we set, a PointIO that records writes, the
+FakeMarketPort, and a real journal in SQLite. The real devices, broker and chain are in
+tests/e2e/test_dr_mqtt.py and tests/e2e/test_demo.py."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from gateway.core.readings import Quality, Reading, Sample
+from gateway.loop.chainport import Award, FakeMarketPort
+from gateway.loop.journal import Journal
+from gateway.loop.policy import Lever
+from gateway.loop.runner import DrLoop
+from gateway.loop.settings import DrConfig
+
+MARKET = "0x" + "ab" * 20
+T0 = 1_800_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = float(T0)
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Points:
+    """A home whose load follows its two appliances: EV (A x 690 W) and a 2 kW boiler."""
+
+    def __init__(self) -> None:
+        self.values = {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}
+        self.writes: list[tuple[str, str, float]] = []
+
+    async def write(self, device: str, name: str, value: float) -> None:
+        self.writes.append((device, name, value))
+        self.values[(device, name)] = value
+
+    async def read(self, device: str, name: str) -> float | None:
+        return self.values[(device, name)]
+
+    def load_w(self) -> float:
+        return 1000 + 690 * self.values[("ev", "limit")] + 2000 * self.values[("boiler", "on")]
+
+
+def _config() -> DrConfig:
+    return DrConfig(
+        baseline="pre_event", pre_event_minutes=5, lead_minutes=1, tolerance=0.05,
+        max_window_minutes=60, hold_off_s=5, slot_s=10,
+        levers=(Lever(device="ev", point="limit", kind="setpoint", min=6, priority=1, expected_w=2760),
+                Lever(device="boiler", point="on", kind="switch", off=0, on=1, priority=2,
+                      expected_w=2000)))
+
+
+def _sample(t: float, watts: float) -> Sample:
+    return Sample(device="main", time=t, poll=("fast",), readings=(
+        Reading(name="power_active_total_w", value=watts, unit="W", quality=Quality.OK, time=t),))
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock, self.points, self.market = Clock(), Points(), FakeMarketPort()
+        self.journal = Journal(tmp_path / "drgw.db")
+        self.published: list[dict[str, Any]] = []
+        self.leaves = [(seq, seq.to_bytes(32, "big")) for seq in range(1, 2000)]
+        self.loop = DrLoop(config=_config(), journal=self.journal, main_device="main", io=self.points,
+                           publish=self.published.append, leaves=self._leaves, market=self.market,
+                           market_address=MARKET, clock=self.clock)
+
+    def _leaves(self, start_ms: int, end_ms: int) -> list[tuple[int, bytes]]:
+        # one measurement per second since T0: seq n was taken at T0 + n
+        return [(s, leaf) for s, leaf in self.leaves if start_ms <= (T0 + s) * 1000 < end_ms]
+
+    async def run_until(self, until: float) -> None:
+        """Advance time second by second: one main-meter sample each, timers, due actions."""
+        while self.clock.t < until:
+            self.clock.t += 1
+            self.loop.on_sample(_sample(self.clock.t, self.points.load_w()))
+            await self.loop._poll_market()
+            for tr in self.loop.book.advance(self.clock.t):
+                await self.loop._transition(tr)
+            await asyncio.sleep(0)
+            while self.loop.tasks:
+                await asyncio.gather(*self.loop.tasks)
+
+
+def test_market_award_is_delivered_judged_and_reported(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    start, end = T0 + 400, T0 + 700
+    rig.market.awards.append(Award(window=3, start_s=start, end_s=end, award_w=4000, reduce=True,
+                                   tolerance_bps=500))
+
+    asyncio.run(rig.run_until(end + 5))
+
+    # the levers went down by priority and came back afterwards
+    assert rig.points.writes[:2] == [("ev", "limit", 6.0), ("boiler", "on", 0.0)]
+    assert rig.points.values == {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}
+    (report,) = rig.market.reports
+    assert report.window == 3 and (report.window_start, report.window_end) == (start, end)
+    assert (report.seq_from, report.seq_to) == (400, 699)  # exactly the window's measurements
+    assert report.delivered_wh == report.baseline_wh - report.actual_wh
+    outcome = rig.journal.outcome(f"chain:{MARKET}:3")
+    assert outcome is not None and outcome["verdict"]["performed"] is True
+    assert outcome["verdict"]["delivered_wh"] == report.delivered_wh
+    assert outcome["chain_state"] == "accepted"
+    # the baseline is the load before the window: 1000 + 6900 + 2000 W
+    assert report.baseline_wh == 9900 * 300 // 3600
+    types = [b["type"] for b in rig.published]
+    assert types[0] == "dr_event" and "dr_action" in types and types[-1] == "dr_verdict"
+
+
+def test_settlement_is_read_back_after_check(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.market.awards.append(Award(window=1, start_s=T0 + 400, end_s=T0 + 460, award_w=3000,
+                                   reduce=True, tolerance_bps=500))
+    asyncio.run(rig.run_until(T0 + 470))
+    assert rig.journal.outcome(f"chain:{MARKET}:1")["settlement"] is None  # type: ignore[index]
+    rig.market.settlements[1] = {"payment_mtok": 1700, "deposit": "refunded", "deposit_mtok": 5}
+    asyncio.run(rig.run_until(T0 + 472))
+    outcome = rig.journal.outcome(f"chain:{MARKET}:1")
+    assert outcome is not None and outcome["settlement"]["deposit"] == "refunded"
+    assert rig.published[-1]["type"] == "dr_settlement"
+
+
+def test_modifying_an_active_event_retargets_the_checker(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    args = {"event_id": "agg-1", "modification": 0, "start": T0 + 400, "end": T0 + 700,
+            "target_w": 2000}
+    rig.loop.accept(rig.loop.from_command(args))
+    asyncio.run(rig.run_until(T0 + 450))
+    act = rig.loop.active["agg-1"]
+    before = act.checker.required_wh
+    rig.loop.accept(rig.loop.from_command({**args, "modification": 1, "target_w": 4000,
+                                           "end": T0 + 600}))
+    assert act.event.award_w == 4000 and act.event.end_s == T0 + 600
+    assert act.checker.required_wh == 4000 * 200 * 0.95 / 3600 != before
+    asyncio.run(rig.run_until(T0 + 610))
+    row = rig.journal.event("agg-1")
+    assert row is not None and row.state == "completed" and row.modification == 1
+    outcome = rig.journal.outcome("agg-1")
+    assert outcome is not None and outcome["verdict"]["award_w"] == 4000
+    assert outcome["report"] is None  # aggregator events are not reported on chain
