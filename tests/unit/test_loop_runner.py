@@ -5,6 +5,7 @@ tests/e2e/test_dr_mqtt.py and tests/e2e/test_demo.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ class Rig:
     def __init__(self, tmp_path: Path) -> None:
         self.clock, self.points, self.market = Clock(), Points(), FakeMarketPort()
         self.journal = Journal(tmp_path / "drgw.db")
-        self.published: list[dict[str, Any]] = []
+        self.published: list[Mapping[str, Any]] = []
         self.leaves = [(seq, seq.to_bytes(32, "big")) for seq in range(1, 2000)]
         self.loop = DrLoop(config=_config(), journal=self.journal, main_device="main", io=self.points,
                            publish=self.published.append, leaves=self._leaves, market=self.market,
