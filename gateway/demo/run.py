@@ -328,6 +328,8 @@ def _t(ts: int) -> str:
 def main_sync(opts: DemoOptions) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the loop's own log lines say what the progress lines below already show
+    logging.getLogger("gateway.loop.runner").setLevel(logging.ERROR)
     try:
         result = asyncio.run(run_demo(opts))
     except KeyboardInterrupt:
