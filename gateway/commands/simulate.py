@@ -16,11 +16,13 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from firmware_shims.home import DeviceInfo, SimulatedHome
-from firmware_shims.scenario import Scenario, load_scenario
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:  # firmware_shims pulls in pymodbus' server and aiohttp: ~14 MB in every `drgw`
+    from firmware_shims.home import DeviceInfo
+    from firmware_shims.scenario import Scenario
 
 
 def register(sub: Any) -> None:
@@ -40,6 +42,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from firmware_shims.scenario import load_scenario
+
     scenario = load_scenario(args.scenario)
     if args.speed is not None:
         if args.speed <= 0:
@@ -56,6 +60,8 @@ async def serve(scenario: Scenario, *, as_json: bool, duration: float | None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        from firmware_shims.home import SimulatedHome
+
         async with SimulatedHome(scenario) as home:
             if as_json:
                 print(json.dumps({"devices": [d.as_json() for d in home.devices]}), flush=True)
