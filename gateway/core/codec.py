@@ -21,6 +21,7 @@ _INTEGER_RANGE = {
     "s32": (-0x8000_0000, 0x7FFF_FFFF), "u64": (0, 0xFFFF_FFFF_FFFF_FFFF),
     "s64": (-0x8000_0000_0000_0000, 0x7FFF_FFFF_FFFF_FFFF),
 }
+INTEGER_TYPES = frozenset(_INTEGER_RANGE)
 
 
 class Encoding(Protocol):
@@ -68,6 +69,30 @@ def decode_raw(enc: Encoding, words: Sequence[int]) -> int | float | str:
         return raw.split(b"\x00", 1)[0].decode("latin-1").strip()
     (value,) = struct.unpack(">" + _STRUCT[enc.type], _words_to_bytes(words, enc))
     return value  # type: ignore[no-any-return]
+
+
+def packed_reader(enc: Encoding) -> tuple[struct.Struct, bool]:
+    """Read a numeric point straight out of a whole response packed into bytes, without slicing words.
+
+    Returns a Struct to `unpack_from` at byte offset 2 x (the point's first word in the response), and
+    whether it reads the response packed with little-endian words (`response_packer(n, little=True)`)
+    rather than big-endian ones. The value is the one decode_raw gives for the point's words.
+    Why: decode_raw lays the words out in word order, each in the point's byte order, and reads the bytes
+    big-endian. In big word order those bytes are the response packed in the point's byte order. In little
+    word order they are, reversed, the response packed in the other byte order, and reading reversed
+    bytes big-endian is reading them little-endian. (A one-word value fits both readings.)
+    """
+    if enc.type not in _STRUCT:
+        raise ValueError(f"packed_reader reads numeric types, not {enc.type!r}")
+    big_words = enc.word_order == "big"
+    little_buffer = (enc.byte_order == "little") == big_words
+    return struct.Struct((">" if big_words else "<") + _STRUCT[enc.type]), little_buffer
+
+
+def response_packer(count: int, *, little: bool) -> struct.Struct:
+    """Packs a response of `count` register words into bytes, each word big- or little-endian, for the
+    Structs of packed_reader."""
+    return struct.Struct(f"{'<' if little else '>'}{count}H")
 
 
 def encode_raw(enc: Encoding, value: int | float | str) -> list[int]:

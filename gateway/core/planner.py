@@ -36,6 +36,10 @@ class PlannedRead:
     address: int
     count: int
     points: tuple[Point, ...]
+    # A cache slot for the device layer: this read's decoder (gateway.devices.device.ReadDecoder),
+    # compiled on first use. Plans are cached per point set, so one read is decoded every cycle; the
+    # slot is not part of the read's value (no init, compare or repr).
+    decoder: object = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def function(self) -> int:
