@@ -23,6 +23,7 @@ from typing import TypeVar
 from gateway.core import modbus
 from gateway.core.readings import Sample
 from gateway.devices.device import DeviceError, DeviceSpec, DeviceState, decode_read
+from gateway.devices.schedule import PollScheduler
 from gateway.devices.transport import Link, LinkError
 from gateway.errors import DrgwError
 
@@ -43,7 +44,7 @@ class BusSettings:
     char_time: float = 0.0  # seconds per character on the wire (RTU), for adaptive timeouts
 
 
-class BusOwner:
+class BusOwner(PollScheduler):
     """Owns one bus: schedules the poll cycles of its devices and serialises every request."""
 
     def __init__(self, *, link: Link, settings: BusSettings, devices: Sequence[DeviceSpec],
@@ -94,45 +95,6 @@ class BusOwner:
 
     def _next_due(self) -> tuple[float, DeviceState]:
         return min(((s.next_due(), s) for s in self.devices.values()), key=lambda pair: pair[0])
-
-    async def _run_urgent(self) -> None:
-        while not self._urgent.empty():
-            job, future = self._urgent.get_nowait()
-            if future.cancelled():
-                continue
-            try:
-                result = await job()  # type: ignore[misc]
-            except Exception as exc:  # handed to the caller, never kills the bus
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-    async def submit(self, job: Callable[[], object]) -> object:
-        """Run `job` (an async callable using `transact`) on this bus ahead of the poll schedule."""
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._urgent.put_nowait((job, future))
-        self._wake.set()
-        return await future
-
-    # ------------------------------------------------------------------------------ one poll cycle
-
-    async def _poll(self, state: DeviceState, classes: tuple[str, ...]) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            readings = await self.read_points(state, state.points_for(classes))
-        except DeviceError as exc:
-            state.cycle_failed(loop.time(), classes, str(exc))
-            readings = state.error_readings(classes, self._wall(), str(exc))
-            # Every failure is logged; gateway.ops.logs.RepeatFilter rate-limits a flapping meter.
-            log.warning("%s: %s", state.spec.name, exc, extra={"device": state.spec.name})
-        else:
-            if state.failures:
-                log.warning("%s: answering again after %d failed cycle(s)", state.spec.name,
-                            state.failures, extra={"device": state.spec.name, "state_change": True})
-            state.cycle_done(started, classes)
-        self._sink(Sample(device=state.spec.name, time=self._wall(), readings=tuple(readings),
-                          poll=classes))
 
     async def read_points(self, state: DeviceState, points: Sequence[object]) -> list:  # type: ignore[type-arg]
         """Read these points now, splitting reads the device refuses. Raises DeviceError on timeout."""

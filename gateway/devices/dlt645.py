@@ -28,6 +28,7 @@ from gateway.core import dlt645_values as values
 from gateway.core.profiles import Point, Profile
 from gateway.core.readings import Quality, Reading, Sample
 from gateway.devices.device import DEFAULT_INTERVALS, DeviceError, DeviceSpec, DeviceState
+from gateway.devices.schedule import PollScheduler
 from gateway.devices.transport import Link, LinkError, SerialLink
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class GarbledAnswer(DeviceError):
     """Something came back, but not a valid answer to our request."""
 
 
-class Dlt645BusOwner:
+class Dlt645BusOwner(PollScheduler):
     """Owns one DL/T 645 line: schedules its meters' poll cycles and serialises every request."""
 
     def __init__(self, *, link: Link, settings: Dlt645Settings, meters: Sequence[MeterSpec],
@@ -122,42 +123,6 @@ class Dlt645BusOwner:
                 await self._poll(state, state.due_classes(now))
         finally:
             await self.link.close()
-
-    async def _run_urgent(self) -> None:
-        while not self._urgent.empty():
-            job, future = self._urgent.get_nowait()
-            if future.cancelled():
-                continue
-            try:
-                result = await job()  # type: ignore[misc]
-            except Exception as exc:  # handed to the caller, never kills the bus
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-    async def submit(self, job: Callable[[], object]) -> object:
-        """Run `job` (an async callable) on this bus ahead of the poll schedule."""
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._urgent.put_nowait((job, future))
-        self._wake.set()
-        return await future
-
-    async def _poll(self, state: MeterState, classes: tuple[str, ...]) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            readings = await self.read_points(state, state.points_for(classes))
-        except DeviceError as exc:
-            state.cycle_failed(loop.time(), classes, str(exc))
-            readings = state.error_readings(classes, self._wall(), str(exc))
-            log.warning("%s: %s", state.spec.name, exc, extra={"device": state.spec.name})
-        else:
-            if state.failures:
-                log.warning("%s: answering again after %d failed cycle(s)", state.spec.name,
-                            state.failures, extra={"device": state.spec.name, "state_change": True})
-            state.cycle_done(started, classes)
-        self._sink(Sample(device=state.spec.name, time=self._wall(), readings=tuple(readings),
-                          poll=classes))
 
     # ------------------------------------------------------------------------------ reading
 
