@@ -1,7 +1,8 @@
 """The measurement pipeline against a local mosquitto: throughput, backlog drain, and `drgw run` cost.
 
 1. pipeline  decode -> sign -> store -> publish on one core: register words of an SDM630's fast and
-             normal points are decoded into readings, each sample becomes a signed EIP-712 record,
+             normal points (float32 values typical of a home, VARIANTS cycles in turn) are decoded
+             into readings, each sample becomes a signed EIP-712 record,
              records are committed to SQLite (WAL, synchronous=FULL) with their outbox batches, and
              the real Publisher sends them QoS 1 to mosquitto and acks rows after PUBACK. The figure
              is records/s from the first decode to the last PUBACK (and records per CPU second of
@@ -32,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -62,20 +64,34 @@ from tests.mosquitto import Broker  # noqa: E402
 BATCH = 50  # records per published batch, the agent's default
 
 
-def responses() -> tuple[DeviceState, list[tuple[PlannedRead, list[int]]]]:
-    """One poll cycle of an SDM630 (fast + normal points): the planned reads and their words."""
+# What an SDM630's float32 registers read in a home, by unit: (low, high, decimals the meter shows).
+TYPICAL = {"V": (228.0, 236.0, 2), "A": (0.2, 16.0, 3), "W": (40.0, 3600.0, 1), "VA": (60.0, 3700.0, 1),
+           "var": (-400.0, 400.0, 1), "Hz": (49.95, 50.05, 2), "": (0.80, 1.0, 3)}
+VARIANTS = 64  # distinct poll cycles, used in turn: no two consecutive records carry the same values
+
+
+def responses(variants: int = VARIANTS) -> tuple[DeviceState, list[list[tuple[PlannedRead, list[int]]]]]:
+    """Poll cycles of an SDM630 (fast + normal points): the planned reads and their words, with
+    values drawn from TYPICAL (so they decode to float32 fractions such as 230.1699981689453, as
+    real meters' do, not to integers)."""
+    rng = random.Random(3)
     profile = load_profile("eastron_sdm630")
     state = DeviceState(DeviceSpec(name="main", profile=profile, unit=1))
     points = [p for p in profile.points if p.poll in ("fast", "normal")]
-    out = []
-    for read in state.planner.plan(points).reads:
-        words = [0] * read.count
-        for i, point in enumerate(read.points):
-            value = 230.0 + i if point.unit == "V" else 1000.0 + 10 * i
-            start = point.address - read.address
-            words[start:start + point.count] = encode_point(point, value)
-        out.append((read, words))
-    return state, out
+    reads = state.planner.plan(points).reads
+    cycles = []
+    for _ in range(variants):
+        cycle = []
+        for read in reads:
+            words = [0] * read.count
+            for point in read.points:
+                low, high, decimals = TYPICAL[point.unit]
+                start = point.address - read.address
+                words[start:start + point.count] = encode_point(
+                    point, round(rng.uniform(low, high), decimals))
+            cycle.append((read, words))
+        cycles.append(cycle)
+    return state, cycles
 
 
 def link_for(broker: Broker, key: GatewayKey) -> MqttLink:
@@ -106,7 +122,7 @@ async def run_publisher(store: Store, broker: Broker, key: GatewayKey, wake: asy
 async def pipeline(broker: Broker, tmp: Path, records: int) -> dict[str, float]:
     key = GatewayKey.generate()
     domain = measurement_domain(1)
-    state, cycle = responses()
+    state, cycles = responses()
     store = Store(tmp / "pipe.db", batch_size=BATCH)
     chain = MeasurementChain(gateway=key.address)
     topic = topics.topic(topics.gw_id(key.address), topics.Kind.MEAS)
@@ -121,7 +137,7 @@ async def pipeline(broker: Broker, tmp: Path, records: int) -> dict[str, float]:
         for start in range(0, records, BATCH):
             signed = []
             for i in range(start, min(start + BATCH, records)):
-                readings = [r for read, words in cycle
+                readings = [r for read, words in cycles[i % VARIANTS]
                             for r in decode_read(state, read, words, now + i)]
                 readings_per_record = len(readings)
                 signed.append(chain.next_signed(key, domain, device="main",
@@ -173,13 +189,13 @@ async def drain(broker: Broker, tmp: Path, backlog: int) -> dict[str, float]:
     store = Store(tmp / "drain.db", batch_size=BATCH, outbox_max_rows=0, outbox_max_bytes=0)
     chain = MeasurementChain(gateway=key.address)
     topic = topics.topic(topics.gw_id(key.address), topics.Kind.MEAS)
-    _, cycle = responses()
-    state, _ = responses()
+    state, cycles = responses()
     now = time.time()
-    readings = [r for read, words in cycle for r in decode_read(state, read, words, now)]
+    samples = [[r for read, words in cycle for r in decode_read(state, read, words, now)]
+               for cycle in cycles]
     for start in range(0, backlog, 500):
         store.commit([chain.next_signed(key, domain, device="main", time_ms=int(now * 1000) + i,
-                                        clock_synced=True, readings=readings)
+                                        clock_synced=True, readings=samples[i % VARIANTS])
                       for i in range(start, min(start + 500, backlog))], topic)
     rows, nbytes = store.outbox_depth()
     elapsed = await run_publisher(store, broker, key, asyncio.Event())

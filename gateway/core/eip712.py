@@ -7,10 +7,14 @@ and each field is encoded by one of the functions below. The rules are those of 
 replaced by their keccak256, arrays by the keccak256 of their concatenated element encodings, and a
 nested struct by its hashStruct. Tests cross-check every result against eth-account.
 
-keccak256 is pycryptodome's C Keccak (the backend eth-hash itself uses here), called through its raw
-cffi functions on a reusable per-thread state: ~2.3 us for a 160-byte Reading encoding against ~6-8 us
-through `Crypto.Hash.keccak.new(...).digest()` (bench/sign_store.py). A record of 21 readings takes 24
-hashes, so the wrapper was the larger half of signing it.
+keccak256 is, in order of preference (the first that loads and hashes b"" right):
+  1. safe-pysha3's C `keccak_256` (eth-hash's other backend; wheels for x86_64 and aarch64): ~1.2 us for
+     a 160-byte Reading encoding, one call into C;
+  2. pycryptodome's C Keccak called through its raw cffi functions on a reusable per-thread state: ~2.3 us
+     (three cffi calls and a copy);
+  3. `Crypto.Hash.keccak.new(...).digest()`: ~6-8 us.
+A record of 21 readings takes 24 hashes, so the wrapper's cost is a large part of signing it
+(bench/sign_store.py prints the backend in use). `KECCAK_BACKEND` names the one loaded.
 """
 
 from __future__ import annotations
@@ -70,7 +74,48 @@ def _raw_keccak256() -> Callable[[bytes], bytes] | None:
     return keccak256
 
 
-keccak256: Callable[[bytes], bytes] = _raw_keccak256() or _public_keccak256
+def _pysha3_keccak256() -> Callable[[bytes], bytes] | None:
+    """safe-pysha3's keccak_256 (one C call per hash), or None when it is not installed (armv7 has no
+    wheel; pycryptodome is then the backend)."""
+    try:
+        from _pysha3 import keccak_256  # the C module behind safe-pysha3's `sha3`, which patches hashlib
+    except ImportError:
+        return None
+
+    def keccak256(data: bytes) -> bytes:
+        """Ethereum's keccak256 (the original Keccak padding, not NIST SHA3-256)."""
+        return keccak_256(data).digest()  # type: ignore[no-any-return]
+
+    return keccak256 if keccak256(b"") == _public_keccak256(b"") else None
+
+
+class _Hashed:
+    """A finished hash with hashlib's `.digest()`: what keccak_new returns on the pycryptodome paths."""
+
+    __slots__ = ("_digest",)
+
+    def __init__(self, digest: bytes) -> None:
+        self._digest = digest
+
+    def digest(self) -> bytes:
+        return self._digest
+
+
+def _pick_keccak256() -> tuple[str, Callable[[bytes], bytes], Callable[[bytes], Any]]:
+    fast = _pysha3_keccak256()
+    if fast is not None:
+        from _pysha3 import keccak_256
+
+        return "safe-pysha3", fast, keccak_256
+    raw = _raw_keccak256()
+    if raw is not None:
+        return "pycryptodome-raw", raw, lambda data: _Hashed(raw(data))
+    return "pycryptodome", _public_keccak256, lambda data: _Hashed(_public_keccak256(data))
+
+
+# keccak_new(data).digest() == keccak256(data): for loops that hash many short inputs, where the
+# wrapper's Python frame (~0.15 us) is worth saving; with safe-pysha3 it is the C constructor itself.
+KECCAK_BACKEND, keccak256, keccak_new = _pick_keccak256()
 
 
 # A pure memo: device names, reading names and units repeat in every record, and hashing them again

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.core.eip712 import (
     ZERO32,
@@ -36,6 +36,7 @@ from gateway.core.eip712 import (
     enc_uint,
     hash_text,
     keccak256,
+    keccak_new,
     type_hash,
     typed_digest,
 )
@@ -74,9 +75,10 @@ def measurement_domain(chain_id: int = DEFAULT_CHAIN_ID) -> Domain:
     return Domain.create(name=DOMAIN_NAME, version=DOMAIN_VERSION, chain_id=chain_id)
 
 
-@dataclass(frozen=True, slots=True)
-class ScaledReading:
-    """One Reading struct: a named fixed-point value (x 10^3) with its unit and quality code."""
+class ScaledReading(NamedTuple):
+    """One Reading struct: a named fixed-point value (x 10^3) with its unit and quality code.
+
+    A NamedTuple (like core.readings.Reading) because one is built per reading of every record."""
 
     name: str
     value: int
@@ -112,14 +114,25 @@ def scale_value(value: float | int) -> int | None:
         scaled = int(value) * 1000
     elif not math.isfinite(value):
         return None
-    elif -_EXACT_FLOAT_INT < value < _EXACT_FLOAT_INT and value.is_integer():
-        scaled = int(value) * 1000  # below 2^53 an integral float's shortest decimal is itself
     else:
+        y = value * 1000.0
+        if -_FAST_LIMIT < y < _FAST_LIMIT:
+            whole = math.floor(y)
+            frac = y - whole  # exact: a float's fractional part is a float
+            # y is within 2^-51 |y| of 1000 x (shortest decimal of value): half an ulp of value
+            # scaled by 1000, plus the product's own rounding. Unless that puts a tie within reach,
+            # both round to the same integer; a near-tie takes the exact decimal path.
+            if abs(frac - 0.5) > abs(y) * _TIE_SLACK:
+                return whole + (frac > 0.5)
         scaled = _scale_decimal_text(repr(value))
     return scaled if _INT256_MIN <= scaled <= _INT256_MAX else None
 
 
-_EXACT_FLOAT_INT = float(1 << 53)
+# Below 2^49 the slack stays far under 1/2, so only the half-integer between floor(y) and
+# floor(y) + 1 can lie within it; 2^-50 is twice the bound worked out above.
+_FAST_LIMIT = float(1 << 49)
+_FAST_VALUE = _FAST_LIMIT / 1000
+_TIE_SLACK = 2.0 ** -50
 
 
 def _scale_decimal_text(text: str) -> int:
@@ -186,16 +199,64 @@ def _record_head(gateway: str, device: str) -> bytes:
 def struct_hash(m: Measurement) -> bytes:
     """hashStruct(Measurement): the record's Merkle leaf. Raises ValueError for out-of-range fields."""
     items = []
-    for r in m.readings:  # hashStruct(Reading) of each element, then keccak of their concatenation
-        head, tail = _reading_frame(r.name, r.unit, r.quality)
-        try:
-            value = r.value.to_bytes(32, "big", signed=True)
-        except OverflowError:
-            raise ValueError(f"reading {r.name!r}: {r.value} does not fit int256") from None
-        items.append(keccak256(head + value + tail))
+    for name, value, unit, quality in m.readings:  # hashStruct(Reading) of each, then keccak of them all
+        head, tail = _reading_frame(name, unit, quality)
+        items.append(keccak256(head + _int256(name, value) + tail))
+    return _record_hash(m, keccak256(b"".join(items)))
+
+
+def _int256(name: str, value: int) -> bytes:
+    try:
+        return value.to_bytes(32, "big", signed=True)
+    except OverflowError:
+        raise ValueError(f"reading {name!r}: {value} does not fit int256") from None
+
+
+def _record_hash(m: Measurement, readings_hash: bytes) -> bytes:
+    """hashStruct(Measurement) given the hash of its Reading[] (keccak of the element hashes)."""
     return keccak256(
         _record_head(m.gateway, m.device) + enc_uint(m.seq, 64) + enc_uint(m.time_ms, 64)
-        + enc_bool(m.clock_synced) + keccak256(b"".join(items)) + enc_bytes32(m.prev_hash))
+        + enc_bool(m.clock_synced) + readings_hash + enc_bytes32(m.prev_hash))
+
+
+def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[tuple[ScaledReading, ...],
+                                                                            bytes]:
+    """scale_readings and the Reading[] hash of struct_hash in one pass: the signing hot path, with
+    scale_value's float case and _int256 written out inline (a call costs ~0.1 us, x 2 a reading).
+    The fast-path tests check that a chain's records and leaves equal the plain functions' results."""
+    out = []
+    items = []
+    append, hash_, make = items.append, keccak_new, tuple.__new__
+    codes, error = QUALITY_CODES, QUALITY_CODES[Quality.ERROR]
+    for r in readings:
+        if isinstance(r, ScaledReading):
+            name, scaled, unit, quality = r
+        else:
+            name, value, unit, q = r[:4]
+            if value.__class__ is float and -_FAST_VALUE < value < _FAST_VALUE:
+                y = value * 1000.0  # scale_value's float case
+                whole = math.floor(y)
+                frac = y - whole
+                if abs(frac - 0.5) > abs(y) * _TIE_SLACK:
+                    scaled, quality = whole + (frac > 0.5), codes[q]
+                else:
+                    scaled, quality = _scale_decimal_text(repr(value)), codes[q]
+            elif isinstance(value, str):
+                continue
+            else:
+                scaled = None if value is None else scale_value(value)
+                if scaled is None:
+                    scaled, quality = 0, error
+                else:
+                    quality = codes[q]
+            r = make(ScaledReading, (name, scaled, unit, quality))  # ScaledReading(...) minus a frame
+        out.append(r)
+        head, tail = _reading_frame(name, unit, quality)
+        try:
+            append(hash_(head + scaled.to_bytes(32, "big", signed=True) + tail).digest())
+        except OverflowError:
+            raise ValueError(f"reading {name!r}: {scaled} does not fit int256") from None
+    return tuple(out), keccak256(b"".join(items))
 
 
 def signing_digest(m: Measurement, domain: Domain) -> bytes:
@@ -248,10 +309,11 @@ class MeasurementChain:
 
     def _advance(self, device: str, time_ms: int, clock_synced: bool,
                  readings: Iterable[Reading | ScaledReading]) -> tuple[Measurement, bytes]:
+        scaled, readings_hash = _scale_and_hash(readings)
         m = Measurement(gateway=self.gateway, device=device, seq=self.last_seq + 1,
                         time_ms=time_ms, clock_synced=clock_synced,
-                        readings=scale_readings(readings), prev_hash=self.last_hash)
-        leaf = struct_hash(m)  # validates ranges before the chain moves on
+                        readings=scaled, prev_hash=self.last_hash)
+        leaf = _record_hash(m, readings_hash)  # validates ranges before the chain moves on
         self.last_seq, self.last_hash = m.seq, leaf
         return m, leaf
 
@@ -273,11 +335,20 @@ def _json_text(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+@lru_cache(maxsize=4096)
+def _wire_frame(name: str, unit: str, quality: int) -> tuple[str, str]:
+    """The JSON either side of a reading's value: ('["name",', ',"unit",quality]')."""
+    return f"[{_json_text(name)},", f",{_json_text(unit)},{quality:d}]"
+
+
 def _item(sm: SignedMeasurement) -> str:
     """A record's fields after "gw", as JSON object members without the closing brace."""
     m = sm.measurement
-    readings = ",".join([f"[{_json_text(r.name)},{r.value:d},{_json_text(r.unit)},{r.quality:d}]"
-                         for r in m.readings])
+    parts = []
+    for name, value, unit, quality in m.readings:
+        head, tail = _wire_frame(name, unit, quality)
+        parts.append(f"{head}{value:d}{tail}")
+    readings = ",".join(parts)
     return (f'"dev":{_json_text(m.device)},"seq":{m.seq:d},"t":{m.time_ms:d},'
             f'"sync":{"true" if m.clock_synced else "false"},"r":[{readings}],'
             f'"prev":"{m.prev_hash.hex()}","sig":"{sm.signature.hex()}"')

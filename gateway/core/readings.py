@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Quality(StrEnum):
@@ -17,8 +18,10 @@ class Quality(StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+# A NamedTuple rather than a frozen dataclass: a poll cycle builds one per point, and a frozen
+# dataclass's __init__ (one object.__setattr__ per field) costs ~0.8 us against ~0.25 us. Immutable
+# and hashable all the same; nothing treats a Reading as a sequence.
+class Reading(NamedTuple):
     name: str
     value: float | int | str | None
     unit: str

@@ -267,6 +267,27 @@ class ReadDecoder:
         packings = {s.little for s in self.steps if s.kind == _NUMBER}
         self._pack_big = response_packer(self.count, little=False).pack if False in packings else None
         self._pack_little = response_packer(self.count, little=True).pack if True in packings else None
+        self._bulk = self._bulk_plan(points) if self.compiled else None
+
+    def _bulk_plan(self, points: Sequence[Point]) -> tuple[struct.Struct, tuple[tuple[
+            str, str, float, float, bool], ...]] | None:
+        """One Struct for the whole response when every point is a plain number (no scale factor, no
+        "not available" sentinel) read in one byte order, in address order, without overlaps: then a
+        cycle costs one unpack, not one a point. None otherwise."""
+        if not self.steps or any(s.kind != _NUMBER or s.sf_name or s.invalid for s in self.steps):
+            return None
+        readers = [packed_reader(p) for p in points]
+        prefixes = {unpacker.format[0] for unpacker, _ in readers}
+        if len(prefixes) != 1 or len({little for _, little in readers}) != 1:
+            return None
+        fmt, at = prefixes.pop(), 0
+        for step, (unpacker, _) in zip(self.steps, readers, strict=True):
+            if step.offset < at:  # out of order or overlapping
+                return None
+            fmt += "x" * (step.offset - at) + unpacker.format[1:]
+            at = step.offset + unpacker.size
+        return struct.Struct(fmt), tuple((s.name, s.unit, s.scale, s.add, s.integer)
+                                         for s in self.steps)
 
     def _step(self, point: Point) -> _Step:
         start = point.address - self.read.address
@@ -297,6 +318,8 @@ class ReadDecoder:
             little_bytes = self._pack_little(*words) if self._pack_little else b""
         except struct.error:  # not 16-bit words: the reference path fails (or not) the same way
             return decode_read_reference(state, self.read, values, now)
+        if self._bulk is not None:
+            return self._decode_bulk(big_bytes or little_bytes, now)
         factors = state.scale_factors
         readings: list[Reading] = []
         append = readings.append
@@ -331,4 +354,20 @@ class ReadDecoder:
                 append(_reading(name, None, unit, error, now, "NaN"))
             else:
                 append(_reading(name, value, unit, ok, now, ""))
+        return readings
+
+    def _decode_bulk(self, packed: bytes, now: float) -> list[Reading]:
+        """decode's number case for every point at once (see _bulk_plan): the same float operations."""
+        unpacker, steps = self._bulk  # type: ignore[misc]
+        readings: list[Reading] = []
+        append, make = readings.append, tuple.__new__  # Reading(...) without the Python-level __new__
+        ok, error = Quality.OK, Quality.ERROR
+        for (name, unit, scale, add, integer), raw in zip(steps, unpacker.unpack_from(packed)):
+            value = raw * scale + add
+            if integer:
+                value = int(value)
+            if value != value:  # NaN: the meter says "no value"
+                append(make(Reading, (name, None, unit, error, now, "NaN")))
+            else:
+                append(make(Reading, (name, value, unit, ok, now, "")))
         return readings

@@ -217,3 +217,19 @@ def test_packed_reader_reads_what_decode_raw_reads(rtype: str, bo: str, wo: str,
     expected = decode_raw(enc, response[start:start + enc.count])
     assert type(got) is type(expected)
     assert got == expected or (math.isnan(got) and math.isnan(expected))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "bulk", "little"), [("eastron_sdm630", True, False),
+                                                      ("carlogavazzi_em24", True, True),
+                                                      ("abb_b23", False, False),
+                                                      ("synthetic_decode", False, False)])
+def test_reads_of_plain_numbers_decode_with_one_unpack(name: str, bulk: bool, little: bool) -> None:
+    """Which profiles take the one-unpack path (so test_decoder_matches_reference covers it in both
+    word orders): plain numbers do; sentinels, scale factors, strings and bits do not."""
+    profile = PROFILES[name]
+    state = DeviceState(DeviceSpec(name="d", profile=profile, unit=1))
+    for read in state.planner.plan(profile.points).reads:
+        decoder = ReadDecoder(read, state.sf_names)
+        assert (decoder._bulk is not None) == bulk, (name, read)
+        if bulk:
+            assert decoder._bulk[0].format.startswith("<" if little else ">")  # type: ignore[index]
