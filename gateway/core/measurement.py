@@ -21,7 +21,7 @@ import math
 import re
 from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
 from typing import Any, NamedTuple
@@ -95,6 +95,11 @@ class Measurement:
     clock_synced: bool
     readings: tuple[ScaledReading, ...]
     prev_hash: bytes
+    # The wire JSON of `readings`, made while they were hashed (MeasurementChain): (the tuple it was
+    # made from, the text). Used only while that very tuple is still `readings`, so a record built
+    # or replaced any other way is written from its fields.
+    readings_json: tuple[tuple[ScaledReading, ...], str] | None = field(
+        default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,13 +224,16 @@ def _record_hash(m: Measurement, readings_hash: bytes) -> bytes:
         + enc_bool(m.clock_synced) + readings_hash + enc_bytes32(m.prev_hash))
 
 
-def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[tuple[ScaledReading, ...],
-                                                                            bytes]:
-    """scale_readings and the Reading[] hash of struct_hash in one pass: the signing hot path, with
-    scale_value's float case and _int256 written out inline (a call costs ~0.1 us, x 2 a reading).
-    The fast-path tests check that a chain's records and leaves equal the plain functions' results."""
+def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
+        tuple[ScaledReading, ...], bytes, str]:
+    """scale_readings, the Reading[] hash of struct_hash and the readings' wire JSON in one pass: the
+    signing hot path, with scale_value's float case and _int256 written out inline (a call costs
+    ~0.1 us, x 2 a reading). The fast-path tests check that a chain's records, leaves and wire bytes
+    equal the plain functions' results."""
     out = []
     items = []
+    wire = []
+    text = wire.append
     append, hash_, make = items.append, keccak_new, tuple.__new__
     codes, error = QUALITY_CODES, QUALITY_CODES[Quality.ERROR]
     for r in readings:
@@ -251,12 +259,19 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[tuple[
                     quality = codes[q]
             r = make(ScaledReading, (name, scaled, unit, quality))  # ScaledReading(...) minus a frame
         out.append(r)
-        head, tail = _reading_frame(name, unit, quality)
+        head, tail, json_head, json_tail = _reading_frames(name, unit, quality)
         try:
             append(hash_(head + scaled.to_bytes(32, "big", signed=True) + tail).digest())
         except OverflowError:
             raise ValueError(f"reading {name!r}: {scaled} does not fit int256") from None
-    return tuple(out), keccak256(b"".join(items))
+        text(f"{json_head}{scaled:d}{json_tail}")
+    return tuple(out), keccak256(b"".join(items)), ",".join(wire)
+
+
+@lru_cache(maxsize=4096)
+def _reading_frames(name: str, unit: str, quality: int) -> tuple[bytes, bytes, str, str]:
+    """_reading_frame and _wire_frame in one lookup."""
+    return _reading_frame(name, unit, quality) + _wire_frame(name, unit, quality)
 
 
 def signing_digest(m: Measurement, domain: Domain) -> bytes:
@@ -309,10 +324,11 @@ class MeasurementChain:
 
     def _advance(self, device: str, time_ms: int, clock_synced: bool,
                  readings: Iterable[Reading | ScaledReading]) -> tuple[Measurement, bytes]:
-        scaled, readings_hash = _scale_and_hash(readings)
+        scaled, readings_hash, readings_json = _scale_and_hash(readings)
         m = Measurement(gateway=self.gateway, device=device, seq=self.last_seq + 1,
                         time_ms=time_ms, clock_synced=clock_synced,
-                        readings=scaled, prev_hash=self.last_hash)
+                        readings=scaled, prev_hash=self.last_hash,
+                        readings_json=(scaled, readings_json))
         leaf = _record_hash(m, readings_hash)  # validates ranges before the chain moves on
         self.last_seq, self.last_hash = m.seq, leaf
         return m, leaf
@@ -344,11 +360,15 @@ def _wire_frame(name: str, unit: str, quality: int) -> tuple[str, str]:
 def _item(sm: SignedMeasurement) -> str:
     """A record's fields after "gw", as JSON object members without the closing brace."""
     m = sm.measurement
-    parts = []
-    for name, value, unit, quality in m.readings:
-        head, tail = _wire_frame(name, unit, quality)
-        parts.append(f"{head}{value:d}{tail}")
-    readings = ",".join(parts)
+    made = m.readings_json
+    if made is not None and made[0] is m.readings:
+        readings = made[1]
+    else:
+        parts = []
+        for name, value, unit, quality in m.readings:
+            head, tail = _wire_frame(name, unit, quality)
+            parts.append(f"{head}{value:d}{tail}")
+        readings = ",".join(parts)
     return (f'"dev":{_json_text(m.device)},"seq":{m.seq:d},"t":{m.time_ms:d},'
             f'"sync":{"true" if m.clock_synced else "false"},"r":[{readings}],'
             f'"prev":"{m.prev_hash.hex()}","sig":"{sm.signature.hex()}"')

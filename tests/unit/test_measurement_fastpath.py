@@ -7,6 +7,7 @@ tests in test_measurement.py pin the format itself; these pin the equivalences o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -187,6 +188,18 @@ def test_chain_scales_and_hashes_in_one_pass_like_the_plain_functions(
                                    readings=sample)
         assert signed.measurement.readings == scale_readings(sample)
         assert signed.leaf == struct_hash(signed.measurement) == chain.last_hash
+        # The readings' JSON made while hashing is what the wire form would be without it.
+        assert to_wire(signed) == dumps({"v": 1, "gw": KEY.address, **dumps_item(signed)})
+
+
+def test_wire_json_made_while_hashing_is_not_used_for_other_readings() -> None:
+    chain = MeasurementChain(gateway=KEY.address)
+    signed = chain.next_signed(KEY, DOMAIN, device="d", time_ms=1, clock_synced=True,
+                               readings=[ScaledReading("p", 1, "W", 0)])
+    other = dataclasses.replace(signed, measurement=dataclasses.replace(
+        signed.measurement, readings=(ScaledReading("p", 2, "W", 0),)))
+    assert b'"r":[["p",1,"W",0]]' in to_wire(signed)
+    assert b'"r":[["p",2,"W",0]]' in to_wire(other)
 
 
 @pytest.mark.parametrize("value", [1 << 255, -(1 << 255) - 1])
