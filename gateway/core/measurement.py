@@ -230,9 +230,9 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
     signing hot path, with scale_value's float case and _int256 written out inline (a call costs
     ~0.1 us, x 2 a reading). The fast-path tests check that a chain's records, leaves and wire bytes
     equal the plain functions' results."""
-    out = []
-    items = []
-    wire = []
+    out: list[ScaledReading] = []
+    items: list[bytes] = []
+    wire: list[str] = []
     text = wire.append
     append, hash_, make = items.append, keccak_new, tuple.__new__
     codes, error = QUALITY_CODES, QUALITY_CODES[Quality.ERROR]
@@ -252,11 +252,11 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
             elif isinstance(value, str):
                 continue
             else:
-                scaled = None if value is None else scale_value(value)
-                if scaled is None:
+                exact = None if value is None else scale_value(value)
+                if exact is None:
                     scaled, quality = 0, error
                 else:
-                    quality = codes[q]
+                    scaled, quality = exact, codes[q]
             r = make(ScaledReading, (name, scaled, unit, quality))  # ScaledReading(...) minus a frame
         out.append(r)
         head, tail, json_head, json_tail = _reading_frames(name, unit, quality)

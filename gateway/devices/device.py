@@ -362,7 +362,8 @@ class ReadDecoder:
         readings: list[Reading] = []
         append, make = readings.append, tuple.__new__  # Reading(...) without the Python-level __new__
         ok, error = Quality.OK, Quality.ERROR
-        for (name, unit, scale, add, integer), raw in zip(steps, unpacker.unpack_from(packed)):
+        for (name, unit, scale, add, integer), raw in zip(steps, unpacker.unpack_from(packed),
+                                                             strict=True):
             value = raw * scale + add
             if integer:
                 value = int(value)

@@ -321,11 +321,13 @@ def serial_owner(*, port: str, baud: int, parity: str, stopbits: int, meters: Se
                           settings=settings, meters=meters, sink=sink, **kwargs)
 
 
-async def find_meter(*, port: str, baud: int, parity: str, timeout: float) -> tuple[str, str] | None:
-    """`drgw scan --protocol dlt645`: the address of the meter on this line and the generic profile
-    that fits it (a meter that has phase B voltage, 02 01 02 00, is three-phase); None when nothing
-    answers, GarbledAnswer when what answers cannot be read (two meters answering at once)."""
-    owner = serial_owner(port=port, baud=baud, parity=parity, stopbits=1, meters=[],
+async def find_meter(*, port: str, baud: int, parity: str, timeout: float,
+                     stopbits: int = 1) -> tuple[str, str] | None:
+    """`drgw scan --protocol dlt645` and `drgw read` without an address: the address of the meter on
+    this line and the generic profile that fits it (a meter that has phase B voltage, 02 01 02 00,
+    is three-phase); None when nothing answers, GarbledAnswer when what answers cannot be read (two
+    meters answering at once)."""
+    owner = serial_owner(port=port, baud=baud, parity=parity, stopbits=stopbits, meters=[],
                          sink=lambda sample: None)
     await owner.link.open()
     try:

@@ -190,6 +190,7 @@ if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
     print("unsupported"); sys.exit(0)
 import asyncio, sqlite3, ssl
 from gateway.clock import clock_synchronised
+from gateway.core.eip712 import KECCAK_BACKEND
 from gateway.core.identity import GatewayKey
 from gateway.core.measurement import MeasurementChain, measurement_domain
 from gateway.core.readings import Quality, Reading
@@ -201,7 +202,7 @@ signed = chain.next_signed(key, measurement_domain(1), device="main", time_ms=1,
 sqlite3.connect(":memory:").execute("select 1")
 ssl.create_default_context()
 asyncio.run(asyncio.sleep(0))
-print("ok", signed.measurement.seq)
+print("ok", signed.measurement.seq, KECCAK_BACKEND)
 """
 
 
@@ -211,4 +212,6 @@ def test_the_agent_code_paths_need_no_writable_executable_memory() -> None:
     if out.stdout.strip() == "unsupported":
         pytest.skip("the kernel has no PR_SET_MDWE (Linux < 6.3)")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok 1"
+    from gateway.core.eip712 import KECCAK_BACKEND  # the backend this machine signs with
+
+    assert out.stdout.strip() == f"ok 1 {KECCAK_BACKEND}"

@@ -32,13 +32,12 @@ from gateway.core.eip712 import (
     keccak256,
 )
 from gateway.core.identity import GatewayKey
-from gateway.core.readings import Quality, Reading
 from gateway.core.measurement import (
-    MeasurementChain,
     MAX_TEXT,
     MEASUREMENT_TYPEHASH,
     READING_TYPEHASH,
     Measurement,
+    MeasurementChain,
     ScaledReading,
     SignedMeasurement,
     encode_batch,
@@ -49,6 +48,7 @@ from gateway.core.measurement import (
     struct_hash,
     to_wire,
 )
+from gateway.core.readings import Quality, Reading
 
 KEY = GatewayKey.from_secret(bytes.fromhex(
     "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"))  # TEST-ONLY key
