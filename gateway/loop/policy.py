@@ -1,10 +1,12 @@
-"""Local actions during a REDUCE event: pull load levers by priority, within comfort limits (pure).
+"""Local actions during a DR event: pull load levers by priority, within comfort limits (pure).
 
 While the live checker projects a shortfall the policy escalates one lever, or one step of a lever,
 per decision, lowest priority number first, and waits `hold_off_s` between changes so the last one
 can show in the main meter. With a surplus beyond `margin` (after the release) it gives back in
-reverse priority. A switch that reaches `max_off_s` is restored even inside the window. Every change
-is an `Action` for the shell to execute and log; `restore_all` undoes everything at the window's end.
+reverse priority. For a REDUCE event escalation sheds load; for an INCREASE event (load-up, e.g. to
+soak up surplus renewable power) it adds load, and only levers with an INCREASE limit take part.
+A shed switch that reaches `max_off_s` is restored even inside the window. Every change is an
+`Action` for the shell to execute and log; `restore_all` undoes everything at the window's end.
 The rules are written out in docs/closed-loop.md.
 """
 
@@ -16,20 +18,27 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.loop.checker import CheckState
+from gateway.loop.events import Direction
 
 KINDS = ("setpoint", "switch", "battery")
 Key = tuple[str, str]  # (device, point)
+# what an INCREASE escalation does, per kind, in the Action's reason (a battery's discharge setpoint
+# goes down, so "raise" would misread there)
+RAISES = {"setpoint": "raise", "switch": "switch on", "battery": "raise load"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Lever:
-    """One controllable point ([[dr.lever]] in the config; field names match settings.LeverConfig).
+    """One controllable point ([[dr.lever]] in the config; field names match its keys, settings.py).
 
-    setpoint: lowered towards `min` (a comfort floor, e.g. 6 A for an EV charger), in `step`s or at
-    once; switch: set to `off`, restored after `max_off_s`, not switched off again before `min_on_s`
-    of being on; battery: discharge setpoint raised towards `max_w`, in `step`s or at once.
-    `expected_w` is the load the lever sheds when fully used; `power_w_per_unit` (optional) the load
-    per unit of a setpoint (e.g. 230 W per A), else expected_w is spread over original..min.
+    REDUCE: setpoint lowered towards `min` (a comfort floor, e.g. 6 A for an EV charger), in `step`s
+    or at once; switch set to `off`, restored after `max_off_s`, not switched off again before
+    `min_on_s` of being on; battery discharge setpoint raised towards `max_w`, in `step`s or at once.
+    INCREASE: setpoint raised towards `max` (e.g. 16 A), switch set to `on`, battery discharge
+    setpoint lowered towards `min_w` (0, or below 0 to charge); a lever without that limit is skipped.
+    `expected_w` is the load the lever sheds (REDUCE) or adds (INCREASE) when fully used;
+    `power_w_per_unit` (optional) the load per unit of a setpoint (e.g. 230 W per A), else
+    expected_w is spread over original..min (original..max for INCREASE).
     """
 
     device: str
@@ -45,6 +54,8 @@ class Lever:
     min_on_s: float = 0.0
     max_w: float | None = None
     power_w_per_unit: float | None = None
+    max: float | None = None  # setpoint: INCREASE limit
+    min_w: float | None = None  # battery: INCREASE limit of the discharge setpoint
 
     def __post_init__(self) -> None:
         where = f"lever {self.device}.{self.point}"
@@ -55,9 +66,25 @@ class Lever:
             if getattr(self, name) is None:
                 raise ConfigError(f"{where}: a {self.kind} lever needs {name!r}")
         if self.expected_w <= 0:
-            raise ConfigError(f"{where}: expected_w {self.expected_w:g} must be > 0 (W shed)")
+            raise ConfigError(f"{where}: expected_w {self.expected_w:g} must be > 0 (W it sheds or adds)")
         if self.step is not None and self.step <= 0:
             raise ConfigError(f"{where}: step {self.step:g} must be > 0")
+        self._check_increase_limits(where)
+
+    def _check_increase_limits(self, where: str) -> None:
+        own = {"max": "setpoint", "min_w": "battery"}
+        for name, kind in own.items():
+            if getattr(self, name) is not None and self.kind != kind:
+                other = next((n for n, k in own.items() if k == self.kind), None)
+                fix = f"a {self.kind} lever's INCREASE limit is {other!r}" if other else \
+                    f"a {self.kind} lever's INCREASE target is 'on'"
+                raise ConfigError(f"{where}: {name!r} is for {kind} levers; {fix}")
+        if self.max is not None and self.max <= _num(self.min):
+            raise ConfigError(f"{where}: max {self.max:g} must be above min {_num(self.min):g} "
+                              f"(INCREASE raises towards max, REDUCE lowers towards min)")
+        if self.min_w is not None and self.min_w >= _num(self.max_w):
+            raise ConfigError(f"{where}: min_w {self.min_w:g} must be below max_w {_num(self.max_w):g} "
+                              f"(INCREASE lowers the discharge setpoint towards min_w)")
 
     @property
     def key(self) -> Key:
@@ -86,9 +113,10 @@ class _Touched:
 
 
 class ActionPolicy:
-    """Escalation and release of levers for one event (create one per event)."""
+    """Escalation and release of levers for one event (create one per event, with its direction)."""
 
-    def __init__(self, levers: Iterable[Lever], *, hold_off_s: float = 30.0, margin: float = 0.1) -> None:
+    def __init__(self, levers: Iterable[Lever], *, direction: Direction = Direction.REDUCE,
+                 hold_off_s: float = 30.0, margin: float = 0.1) -> None:
         ordered = sorted(enumerate(levers), key=lambda il: (il[1].priority, il[0]))
         self.levers: tuple[Lever, ...] = tuple(lever for _, lever in ordered)
         seen: set[Key] = set()
@@ -98,6 +126,7 @@ class ActionPolicy:
             seen.add(lever.key)
         if hold_off_s < 0 or margin < 0:
             raise ValueError("hold_off_s and margin must be >= 0")
+        self.direction = direction
         self.hold_off_s = hold_off_s
         self.margin = margin
         self._touched: dict[Key, _Touched] = {}
@@ -142,17 +171,22 @@ class ActionPolicy:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able record of the touched points, so a restarted gateway can still restore them."""
-        return {"last_change_s": self._last_change_s,
+        return {"direction": self.direction.value, "last_change_s": self._last_change_s,
                 "touched": [{"device": d, "point": p, "original": t.original, "value": t.value,
                              "off_since": t.off_since, "on_since": t.on_since}
                             for (d, p), t in self._touched.items()]}
 
     @classmethod
-    def resume(cls, levers: Sequence[Lever], snapshot: Mapping[str, Any], *, hold_off_s: float = 30.0,
+    def resume(cls, levers: Sequence[Lever], snapshot: Mapping[str, Any], *,
+               direction: Direction = Direction.REDUCE, hold_off_s: float = 30.0,
                margin: float = 0.1) -> ActionPolicy:
         """A policy that continues from `snapshot()` after a restart; `restore_all` also restores
-        points whose lever was removed from the config meanwhile."""
-        policy = cls(levers, hold_off_s=hold_off_s, margin=margin)
+        points whose lever was removed from the config meanwhile. The snapshot's direction wins;
+        `direction` is for a snapshot that records none (written before INCREASE events were acted
+        on, so it touched nothing): pass the event's."""
+        kept = snapshot.get("direction")
+        way = direction if kept is None else Direction(kept)
+        policy = cls(levers, direction=way, hold_off_s=hold_off_s, margin=margin)
         policy._last_change_s = snapshot["last_change_s"]
         for item in snapshot["touched"]:
             policy._touched[(item["device"], item["point"])] = _Touched(
@@ -166,12 +200,14 @@ class ActionPolicy:
         action = Action(t_s=now_s, device=lever.device, point=lever.point, value=value,
                         previous=t.value, reason=reason, priority=lever.priority)
         t.value = value
-        if lever.kind == "switch":
+        if lever.kind == "switch" and self.direction is Direction.REDUCE:
             t.off_since = now_s if value == lever.off else None
         return action
 
     def _comfort(self, now_s: float) -> list[Action]:
-        actions = []
+        actions: list[Action] = []
+        if self.direction is Direction.INCREASE:
+            return actions  # max_off_s / min_on_s protect comfort from shedding, not from a load-up
         for lever in self.levers:
             t = self._touched.get(lever.key)
             if (lever.max_off_s is None or t is None or t.off_since is None
@@ -197,23 +233,35 @@ class ActionPolicy:
             self._touched[lever.key] = t
             reason = (f"shortfall: projected {state.projected_wh:.0f} Wh < required "
                       f"{state.required_wh:.0f} Wh")
+            if self.direction is Direction.INCREASE:
+                reason += f"; {RAISES[lever.kind]}"
             return self._act(lever, t, target, now_s, reason)
         return None
 
+    def _limit(self, lever: Lever) -> float | None:
+        """Where escalation takes the lever in this event's direction (None: not used for it)."""
+        if self.direction is Direction.REDUCE:
+            return {"setpoint": lever.min, "switch": lever.off, "battery": lever.max_w}[lever.kind]
+        return {"setpoint": lever.max, "switch": lever.on, "battery": lever.min_w}[lever.kind]
+
     def _further(self, lever: Lever, t: _Touched, now_s: float) -> float | None:
-        """The lever's next value in the shedding direction, or None at its limit."""
-        v = t.value
-        if lever.kind == "setpoint":
-            floor = _num(lever.min)
-            return None if v <= floor else max(floor, v - lever.step) if lever.step else floor
-        if lever.kind == "battery":
-            top = _num(lever.max_w)
-            return None if v >= top else min(top, v + lever.step) if lever.step else top
-        if v == lever.off:
-            return None
-        if t.on_since is not None and (now_s == t.on_since or now_s - t.on_since < lever.min_on_s):
-            return None  # comfort: back on for too short a time (or just now, by a comfort restore)
-        return lever.off
+        """The lever's next value in the event's direction, or None at (or past) its limit."""
+        limit, v = self._limit(lever), t.value
+        if limit is None:
+            return None  # e.g. a setpoint without `max` in an INCREASE event
+        if lever.kind == "switch":
+            if v == limit:
+                return None
+            if t.on_since is not None and (now_s == t.on_since or now_s - t.on_since < lever.min_on_s):
+                return None  # comfort: back on for too short a time (or just now, by a comfort restore)
+            return limit
+        # shedding lowers a setpoint and raises a discharge setpoint; a load-up the other way round
+        up = (lever.kind == "battery") is (self.direction is Direction.REDUCE)
+        if (v >= limit) if up else (v <= limit):
+            return None  # never moved against the event (a setpoint already below its floor)
+        if not lever.step:
+            return limit
+        return min(limit, v + lever.step) if up else max(limit, v - lever.step)
 
     def _release(self, state: CheckState, now_s: float) -> Action | None:
         for lever in reversed(self.levers):
@@ -221,7 +269,7 @@ class ActionPolicy:
             if t is None or t.value == t.original:
                 continue
             back = self._back(lever, t)
-            loss_wh = self._shed_w(lever, t, back) * state.remaining_s / 3600
+            loss_wh = self._effect_w(lever, t, back) * state.remaining_s / 3600
             keep = state.required_wh * (1 + self.margin)
             if state.projected_wh - loss_wh < keep:
                 return None  # releasing the last lever pulled would risk the award
@@ -232,16 +280,16 @@ class ActionPolicy:
 
     @staticmethod
     def _back(lever: Lever, t: _Touched) -> float:
-        """One step back towards the original value."""
-        if lever.kind == "setpoint" and lever.step:
+        """One step back towards the original value (either direction)."""
+        if lever.kind == "switch" or not lever.step:
+            return t.original
+        if t.value < t.original:
             return min(t.original, t.value + lever.step)
-        if lever.kind == "battery" and lever.step:
-            return max(t.original, t.value - lever.step)
-        return t.original
+        return max(t.original, t.value - lever.step)
 
-    @staticmethod
-    def _shed_w(lever: Lever, t: _Touched, back: float) -> float:
-        """Estimated load (W) that moving from the current value to `back` gives back."""
+    def _effect_w(self, lever: Lever, t: _Touched, back: float) -> float:
+        """Estimated load change (W, shed or added) that moving from the current value to `back`
+        gives back."""
         if lever.kind == "switch":
             return lever.expected_w
         delta = abs(back - t.value)
@@ -249,7 +297,7 @@ class ActionPolicy:
             return delta * lever.power_w_per_unit
         if lever.kind == "battery":
             return delta  # a discharge setpoint is in W itself
-        span = t.original - _num(lever.min)
+        span = abs(t.original - _num(self._limit(lever)))  # an engaged lever has its limit
         return lever.expected_w * delta / span if span > 0 else lever.expected_w
 
 

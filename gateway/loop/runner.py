@@ -188,8 +188,8 @@ class DrLoop:
         self.journal.add_trace(ev.event_id, [(t, state.baseline_w, watts, state.performance_w,
                                               state.delivered_wh, state.projected_wh,
                                               state.required_wh, int(state.shortfall))])
-        # every lever kind sheds load: an INCREASE event is measured and reported, not acted on
-        if ev.start_s <= t < ev.end_s and ev.direction is Direction.REDUCE:
+        # the policy was built with the event's direction: it sheds for REDUCE, adds load for INCREASE
+        if ev.start_s <= t < ev.end_s:
             actions = act.policy.decide(state, now_s=t, current=act.current)
             if actions:
                 self._spawn(self._execute(act, actions), f"actions {ev.event_id}")
@@ -205,8 +205,14 @@ class DrLoop:
 
     # ----------------------------------------------------------------------------- actions
 
-    async def _execute(self, act: _Active, actions: list[Action]) -> None:
+    async def _execute(self, act: _Active, actions: list[Action], *, restoring: bool = False) -> None:
         async with self.policy_lock:
+            if not restoring and self.active.get(act.event.event_id) is not act:
+                # Decided inside the window, but the event completed or was cancelled (and its points
+                # restored) while this waited for the lock: applying it now would undo the restore.
+                log.info("DR event %s ended; %d late action(s) dropped", act.event.event_id,
+                         len(actions))
+                return
             for a in actions:
                 ok, error = True, None
                 try:
@@ -320,9 +326,9 @@ class DrLoop:
         except (bl.BaselineUnavailable, ValueError) as exc:
             self._fail(event, f"no baseline: {exc}")
             return
-        levers, hold = self.config.levers, self.config.hold_off_s
-        policy = (ActionPolicy.resume(levers, snapshot, hold_off_s=hold) if snapshot
-                  else ActionPolicy(levers, hold_off_s=hold))
+        levers, hold, way = self.config.levers, self.config.hold_off_s, event.direction
+        policy = (ActionPolicy.resume(levers, snapshot, direction=way, hold_off_s=hold) if snapshot
+                  else ActionPolicy(levers, direction=way, hold_off_s=hold))
         act = _Active(event, baseline, LiveChecker(event, baseline, now_s=self.clock()), policy)
         for t, _b, actual, *_rest in self.journal.trace(event.event_id):  # resumed after a restart
             with contextlib.suppress(SampleError):
@@ -413,7 +419,7 @@ class DrLoop:
     async def _restore_points(self, act: _Active) -> None:
         actions = act.policy.restore_all(self.clock())
         if actions:
-            await self._execute(act, actions)
+            await self._execute(act, actions, restoring=True)
 
     async def _finish_cancelled(self, event_id: str) -> None:
         act = self.active.pop(event_id, None)

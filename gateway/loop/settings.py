@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.core.profiles import Point
 from gateway.core.schema import Fields
-from gateway.errors import ProfileError
+from gateway.errors import ConfigError, ProfileError
 from gateway.loop.policy import Lever
 
 BASELINE_METHODS = ("contracted", "pre_event", "ten_in_ten", "high_x_of_y", "recent_days")
@@ -129,17 +129,17 @@ def _lever(f: Fields, writable: Mapping[str, Mapping[str, Point]]) -> Lever:
         if f.optional_number(key) is None:
             f.fail(key, f"a {kind} lever needs {' and '.join(repr(k) for k in needs)}")
     if f.require_number("expected_w") <= 0:
-        f.fail("expected_w", "the load this lever sheds, in W, > 0")
-    lever = Lever(
-        device=device, point=point, kind=kind, priority=f.optional_int("priority") or 1,
-        expected_w=f.require_number("expected_w"),
-        min=f.optional_number("min"), step=f.optional_number("step"),
-        off=f.optional_number("off"), on=f.optional_number("on"),
-        max_off_s=None if max_off is None else max_off * 60.0,
-        min_on_s=(f.optional_number("min_on_minutes") or 0.0) * 60.0,
-        max_w=f.optional_number("max_w"), power_w_per_unit=f.optional_number("power_w_per_unit"),
-    )
-    for key in ("min", "off", "on", "max_w"):
+        f.fail("expected_w", "the load this lever sheds (or adds, for INCREASE), in W, > 0")
+    numbers = {key: f.optional_number(key) for key in ("min", "step", "off", "on", "max_w",
+                                                         "power_w_per_unit", "max", "min_w")}
+    priority, min_on_s = f.optional_int("priority") or 1, (f.optional_number("min_on_minutes") or 0.0) * 60.0
+    try:  # Lever checks the fields' relations (max above min, ...); the error gains the file
+        lever = Lever(device=device, point=point, kind=kind, priority=priority,
+                      expected_w=f.require_number("expected_w"),
+                      max_off_s=None if max_off is None else max_off * 60.0, min_on_s=min_on_s, **numbers)
+    except ConfigError as exc:
+        raise ConfigError(f"{f.where}: {exc}") from None
+    for key in ("min", "off", "on", "max_w", "max", "min_w"):
         value = getattr(lever, key)
         if value is None:
             continue

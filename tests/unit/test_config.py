@@ -61,3 +61,65 @@ def test_operator_addresses_are_checked(tmp_path: Path) -> None:
     text = '[gateway]\nkey = "k"\n[operators]\nallow = ["0x1234"]\n'
     with pytest.raises(ConfigError, match=r"operators: allow\[0\]: .*not an Ethereum address"):
         parse_config(text, path=tmp_path / "drgw.toml")
+
+
+# [[dr.lever]] INCREASE limits: `max` (setpoint) and `min_w` (battery), range-checked against the
+# profiles' writable points (heidelberg_energycontrol 6..16 A, victron_ess int16 W)
+LEVER_DEVICES = DEVICES + """
+[[device]]
+name = "ev"
+profile = "heidelberg_energycontrol"
+bus = "rs485"
+unit = 2
+
+[[device]]
+name = "bat"
+profile = "victron_ess"
+bus = "rs485"
+unit = 3
+"""
+LEVERS = """
+[dr]
+[[dr.lever]]
+device = "ev"
+point = "ev_current_limit_a"
+kind = "setpoint"
+min = 6
+max = 16
+expected_w = 2300
+
+[[dr.lever]]
+device = "bat"
+point = "battery_power_setpoint_w"
+kind = "battery"
+max_w = 3000
+min_w = -2000
+expected_w = 3000
+"""
+
+
+def test_dr_levers_take_their_increase_limits(tmp_path: Path) -> None:
+    config = parse_config(HEAD + LEVER_DEVICES + LEVERS, path=tmp_path / "drgw.toml")
+    assert config.dr is not None
+    ev, bat = config.dr.levers
+    assert (ev.min, ev.max, ev.min_w) == (6, 16, None)
+    assert (bat.max_w, bat.min_w, bat.max) == (3000, -2000, None)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("max = 16", "max = 20", r"dr: lever\[0\]: max: 20 cannot be written to ev\.ev_current_limit_a: "
+                             r".*use 6\.\.16 A"),
+    ("min_w = -2000", "min_w = -40000", r"dr: lever\[1\]: min_w: -40000 cannot be written to "
+                                        r"bat\.battery_power_setpoint_w: .*use -32768\.\.32767 W"),
+    ("max = 16", 'max = "16"', r"dr: lever\[0\]: max: must be a number, found '16'"),
+    ("max = 16", "max = 6", r"dr: lever\[0\]: lever ev\.ev_current_limit_a: max 6 must be above min 6"),
+    ("min_w = -2000", "max = 16", r"dr: lever\[1\]: lever bat\.battery_power_setpoint_w: 'max' is for "
+                                  r"setpoint levers; a battery lever's INCREASE limit is 'min_w'"),
+    ("min_w = -2000", "min_w = 3000", r"dr: lever\[1\]: .*min_w 3000 must be below max_w 3000"),
+    ("max = 16", "maxx = 16", r"dr: lever\[0\]: option 'maxx' is not valid; did you mean 'max'\?"),
+])
+def test_bad_increase_limits_name_the_file_the_lever_and_the_fix(tmp_path: Path, old: str, new: str,
+                                                                 message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_config(HEAD + LEVER_DEVICES + LEVERS.replace(old, new), path=tmp_path / "drgw.toml")
+    assert str(info.value).startswith(f"{tmp_path / 'drgw.toml'}: dr: lever[")

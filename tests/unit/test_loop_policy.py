@@ -10,6 +10,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.loop.checker import CheckState
+from gateway.loop.events import Direction
 from gateway.loop.policy import Action, ActionPolicy, Lever
 
 EV = Lever(device="ev", point="current_a", kind="setpoint", priority=1, expected_w=2300, min=6, step=4,
@@ -167,3 +168,136 @@ def test_bad_levers_name_themselves(fields: dict[str, object], message: str) -> 
 def test_two_levers_on_one_point_are_refused() -> None:
     with pytest.raises(ConfigError, match=re.escape("two levers act on ev.current_a")):
         ActionPolicy([EV, EV])
+
+
+# ----------------------------------------------------------------------------- INCREASE (load-up)
+
+UP = Direction.INCREASE
+EV_UP = replace(EV, max=16)  # 6..16 A, steps of 4 A, 230 W per A
+BATTERY_UP = replace(BATTERY, min_w=-1000, step=1500)  # discharge setpoint, below 0 charges
+NOW_UP = {EV.key: 8.0, BOILER.key: 0.0, BATTERY.key: 2000.0}
+
+
+def test_increase_raises_each_kind_by_priority_one_step_per_decision_with_hold_off() -> None:
+    policy = ActionPolicy([BATTERY_UP, BOILER, EV_UP], direction=UP, hold_off_s=30)
+    timeline = {t: policy.decide(SHORT, now_s=t, current=NOW_UP) for t in range(0, 241, 10)}
+    assert {t: moves(a) for t, a in timeline.items() if a} == {
+        0: [("ev", 8, 12)], 30: [("ev", 12, 16)],  # 16 A is `max`: no further
+        60: [("boiler", 0, 1)], 90: [("bat", 2000, 500)], 120: [("bat", 500, -1000)],  # min_w
+    }
+    assert [timeline[t][0].reason for t in (0, 60, 90)] == [
+        "shortfall: projected 200 Wh < required 300 Wh; raise",
+        "shortfall: projected 200 Wh < required 300 Wh; switch on",
+        "shortfall: projected 200 Wh < required 300 Wh; raise load",
+    ]
+    assert dict(policy.touched()) == {EV.key: 8.0, BOILER.key: 0.0, BATTERY.key: 2000.0}
+
+
+def test_increase_skips_levers_without_an_increase_limit_or_at_it() -> None:
+    ev_no_max = EV  # a setpoint lever without `max` only sheds
+    boiler_no_on = Lever(device="boiler", point="relay", kind="switch", expected_w=2000, off=0)
+    bat_no_min = BATTERY  # a battery lever without `min_w` only sheds
+    policy = ActionPolicy([ev_no_max, boiler_no_on, bat_no_min], direction=UP, hold_off_s=0)
+    assert policy.decide(SHORT, now_s=0, current=NOW_UP) == []
+    # with their limits, but already there (or past it: never moved against the event)
+    at_limit = ActionPolicy([EV_UP, BOILER, BATTERY_UP], direction=UP, hold_off_s=0)
+    there = {EV.key: 16.0, BOILER.key: 1.0, BATTERY.key: -1500.0}
+    assert at_limit.decide(SHORT, now_s=0, current=there) == []
+    assert policy.touched() == {} and at_limit.touched() == {} and at_limit.log == []
+    # the same levers still shed in a REDUCE event: the INCREASE limits change nothing there
+    assert moves(ActionPolicy([EV_UP]).decide(SHORT, now_s=0, current=NOW)) == [("ev", 16, 12)]
+    reduce = ActionPolicy([EV_UP, BATTERY_UP])  # the EV at its floor: the battery discharges more
+    assert moves(reduce.decide(SHORT, now_s=0, current={EV.key: 6.0, BATTERY.key: 0.0})) == [
+        ("bat", 0, 1500)]
+
+
+def test_increase_setpoint_without_step_goes_straight_to_max() -> None:
+    lever = Lever(device="ev", point="current_a", kind="setpoint", expected_w=2300, min=6, max=16)
+    policy = ActionPolicy([lever], direction=UP)
+    assert moves(policy.decide(SHORT, now_s=0, current=NOW_UP)) == [("ev", 8, 16)]
+
+
+def test_increase_switch_is_not_held_by_the_shedding_comfort_rules() -> None:
+    policy = ActionPolicy([BOILER], direction=UP, hold_off_s=30)  # max_off_s 600, min_on_s 300
+    assert moves(policy.decide(SHORT, now_s=0, current=NOW_UP)) == [("boiler", 0, 1)]
+    assert policy.decide(SHORT, now_s=600, current=NOW_UP) == []  # on is the target: no "max off"
+    released = policy.decide(state(900.0), now_s=700, current=NOW_UP)
+    assert moves(released) == [("boiler", 1, 0)]  # 2000 W x 300 s = 167 Wh; 900 - 167 >= 330
+    assert released[0].reason == "surplus: projected 900 Wh - 167 Wh released >= 330 Wh"
+    # back at its original `off` now: in a REDUCE event max_off_s would count from here; not so here
+    assert policy.decide(state(900.0), now_s=2000, current=NOW_UP) == []
+    assert moves(policy.decide(SHORT, now_s=2001, current=NOW_UP)) == [("boiler", 0, 1)]
+
+
+def test_increase_release_steps_back_in_reverse_priority_with_the_load_estimates() -> None:
+    ev = replace(EV_UP, step=None, power_w_per_unit=None)  # 2300 W spread over original..max
+    policy = ActionPolicy([ev, BATTERY_UP], direction=UP, hold_off_s=0, margin=0.1)
+    current = {EV.key: 11.0, BATTERY.key: 2000.0}
+    for t in range(3):
+        policy.decide(SHORT, now_s=t, current=current)  # EV 11 -> 16, battery 2000 -> 500 -> -1000
+    assert [(a.device, a.value) for a in policy.log] == [("ev", 16), ("bat", 500), ("bat", -1000)]
+    hour = 3600.0
+    # battery first, one step: -1000 -> 500 W = 1500 Wh over the hour; keep 330 Wh
+    assert policy.decide(state(1820.0, remaining=hour), now_s=3, current=current) == []
+    assert moves(policy.decide(state(1840.0, remaining=hour), now_s=4, current=current)) == [
+        ("bat", -1000, 500)]
+    assert moves(policy.decide(state(1840.0, remaining=hour), now_s=5, current=current)) == [
+        ("bat", 500, 2000)]
+    # then the EV, at once: 16 -> 11 A is all of its 2300 W (span original..max is 5 A)
+    assert policy.decide(state(2620.0, remaining=hour), now_s=6, current=current) == []
+    assert moves(policy.decide(state(2640.0, remaining=hour), now_s=7, current=current)) == [
+        ("ev", 16, 11)]
+    assert policy.restore_all(now_s=8) == []  # every point is back at its original
+
+
+def test_increase_restore_all_puts_every_kind_back_in_reverse_priority() -> None:
+    policy = ActionPolicy([EV_UP, BOILER, BATTERY_UP], direction=UP, hold_off_s=0)
+    for t in range(5):
+        policy.decide(SHORT, now_s=t, current=NOW_UP)
+    actions = policy.restore_all(now_s=700)
+    assert moves(actions) == [("bat", -1000, 2000), ("boiler", 1, 0), ("ev", 16, 8)]
+    assert {a.reason for a in actions} == {"restore after the window"}
+    assert policy.touched() == {} and policy.restore_all(now_s=701) == []
+
+
+def test_increase_snapshot_keeps_its_direction_through_a_restart() -> None:
+    policy = ActionPolicy([EV_UP, BOILER], direction=UP, hold_off_s=30)
+    policy.decide(SHORT, now_s=0, current=NOW_UP)  # EV 8 -> 12 A
+    kept = json.loads(json.dumps(policy.snapshot()))
+    assert kept["direction"] == "increase"
+    resumed = ActionPolicy.resume([EV_UP, BOILER], kept, hold_off_s=30)  # the snapshot's direction wins
+    assert resumed.direction is UP
+    assert resumed.decide(SHORT, now_s=29, current=NOW_UP) == []  # hold-off carried over
+    assert moves(resumed.decide(SHORT, now_s=30, current=NOW_UP)) == [("ev", 12, 16)]
+    assert moves(resumed.restore_all(now_s=100)) == [("ev", 16, 8)]
+
+
+def test_a_snapshot_without_a_direction_is_reduce_unless_told() -> None:
+    policy = ActionPolicy([EV_UP], hold_off_s=0)
+    policy.decide(SHORT, now_s=0, current=NOW)  # EV 16 -> 12 A
+    old = {k: v for k, v in policy.snapshot().items() if k != "direction"}  # as written before
+    assert ActionPolicy.resume([EV_UP], old).direction is Direction.REDUCE
+    resumed = ActionPolicy.resume([EV_UP], old, hold_off_s=0)
+    assert moves(resumed.decide(SHORT, now_s=1, current={})) == [("ev", 12, 8)]
+    # an INCREASE event's snapshot from before INCREASE events were acted on: nothing touched
+    empty: dict[str, object] = {"last_change_s": None, "touched": []}
+    told = ActionPolicy.resume([EV_UP], empty, direction=UP)
+    assert told.direction is UP
+    assert moves(told.decide(SHORT, now_s=0, current=NOW_UP)) == [("ev", 8, 12)]
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    (dict(kind="battery", max_w=3000, max=16), "'max' is for setpoint levers; a battery lever's "
+                                               "INCREASE limit is 'min_w'"),
+    (dict(kind="setpoint", min=6, min_w=0), "'min_w' is for battery levers; a setpoint lever's "
+                                            "INCREASE limit is 'max'"),
+    (dict(kind="switch", off=0, on=1, max=1), "'max' is for setpoint levers; a switch lever's "
+                                              "INCREASE target is 'on'"),
+    (dict(kind="setpoint", min=6, max=6), "max 6 must be above min 6"),
+    (dict(kind="battery", max_w=3000, min_w=3000), "min_w 3000 must be below max_w 3000"),
+])
+def test_bad_increase_limits_name_the_lever_and_the_fix(fields: dict[str, object], message: str) -> None:
+    args: dict[str, object] = dict(device="ev", point="current_a", expected_w=100)
+    args.update(fields)
+    with pytest.raises(ConfigError, match=re.escape(f"lever ev.current_a: {message}")):
+        Lever(**args)  # type: ignore[arg-type]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gateway.core.readings import Quality, Reading, Sample
 from gateway.loop.chainport import Award, FakeMarketPort
 from gateway.loop.journal import Journal
-from gateway.loop.policy import Lever
+from gateway.loop.policy import Action, Lever
 from gateway.loop.runner import DrLoop
 from gateway.loop.settings import DrConfig
 
@@ -61,14 +62,14 @@ def _sample(t: float, watts: float) -> Sample:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, config: DrConfig | None = None) -> None:
         self.clock, self.points, self.market = Clock(), Points(), FakeMarketPort()
         self.journal = Journal(tmp_path / "drgw.db")
         self.published: list[Mapping[str, Any]] = []
         self.leaves = [(seq, seq.to_bytes(32, "big")) for seq in range(1, 2000)]
-        self.loop = DrLoop(config=_config(), journal=self.journal, main_device="main", io=self.points,
-                           publish=self.published.append, leaves=self._leaves, market=self.market,
-                           market_address=MARKET, clock=self.clock)
+        self.loop = DrLoop(config=config or _config(), journal=self.journal, main_device="main",
+                           io=self.points, publish=self.published.append, leaves=self._leaves,
+                           market=self.market, market_address=MARKET, clock=self.clock)
 
     def _leaves(self, start_ms: int, end_ms: int) -> list[tuple[int, bytes]]:
         # one measurement per second since T0: seq n was taken at T0 + n
@@ -143,3 +144,63 @@ def test_modifying_an_active_event_retargets_the_checker(tmp_path: Path) -> None
     outcome = rig.journal.outcome("agg-1")
     assert outcome is not None and outcome["verdict"]["award_w"] == 4000
     assert outcome["report"] is None  # aggregator events are not reported on chain
+
+
+def test_increase_award_raises_the_ev_current_and_restores_it(tmp_path: Path) -> None:
+    """Load-up: the EV charger's limit may go up to 16 A (`max`); the boiler is on already."""
+    ev = Lever(device="ev", point="limit", kind="setpoint", min=6, max=16, priority=1, expected_w=4140,
+               power_w_per_unit=690)
+    rig = Rig(tmp_path, replace(_config(), levers=(ev, _config().levers[1])))
+    start, end = T0 + 400, T0 + 700
+    # 4000 W awarded, 4140 W of lever: short of the release margin, so the EV stays up to the end
+    rig.market.awards.append(Award(window=4, start_s=start, end_s=end, award_w=4000, reduce=False,
+                                   tolerance_bps=500))
+
+    asyncio.run(rig.run_until(end + 5))
+
+    actions = [b for b in rig.published if b["type"] == "dr_action"]
+    first = actions[0]
+    assert (first["device"], first["point"], first["previous"], first["value"]) == ("ev", "limit", 10, 16)
+    assert start <= first["t"] < start + 5 and first["ok"] is True
+    assert first["reason"].startswith("shortfall: ") and first["reason"].endswith("; raise")
+    assert rig.points.writes == [("ev", "limit", 16.0), ("ev", "limit", 10.0)]  # boiler: on already
+    assert rig.points.values == {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}
+    last = actions[-1]
+    assert (last["previous"], last["value"], last["reason"]) == (16, 10, "restore after the window")
+    assert last["t"] >= end
+    (report,) = rig.market.reports
+    assert report.baseline_wh == 9900 * 300 // 3600  # the load before the window
+    assert report.delivered_wh == report.actual_wh - report.baseline_wh > 0
+    outcome = rig.journal.outcome(f"chain:{MARKET}:4")
+    assert outcome is not None and outcome["verdict"]["performed"] is True
+
+
+def test_an_action_decided_in_the_window_but_run_after_the_restore_is_dropped(tmp_path: Path) -> None:
+    """The race the e2e test met under load: an escalation spawned just before the end waits for the
+    policy lock while the completion restores every point; run after it, it would shed load again
+    with nobody left to restore it."""
+    rig = Rig(tmp_path)
+    args = {"event_id": "agg-1", "modification": 0, "start": T0 + 400, "end": T0 + 460,
+            "target_w": 3000}
+    rig.loop.accept(rig.loop.from_command(args))
+    asyncio.run(rig.run_until(T0 + 420))
+    act = rig.loop.active["agg-1"]
+    assert rig.points.values == {("ev", "limit"): 6.0, ("boiler", "on"): 0.0}  # both shed
+    late = [Action(t_s=T0 + 459, device="ev", point="limit", value=6.0, previous=10.0,
+                   reason="shortfall: decided at the last second", priority=1)]
+
+    async def end_then_late_action() -> None:
+        await rig.loop.policy_lock.acquire()  # the completion holds the lock first ...
+        task = asyncio.create_task(rig.loop._execute(act, late))  # ... the escalation waits
+        await asyncio.sleep(0)
+        del rig.loop.active["agg-1"]
+        restore = asyncio.create_task(rig.loop._restore_points(act))
+        rig.loop.policy_lock.release()
+        await asyncio.gather(task, restore)
+
+    writes = len(rig.points.writes)
+    asyncio.run(end_then_late_action())
+    assert rig.points.values == {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}
+    assert sorted(rig.points.writes[writes:]) == [("boiler", "on", 1.0), ("ev", "limit", 10.0)]
+    reasons = [a.reason for a in rig.journal.actions("agg-1")]
+    assert len(reasons) == 4 and not any("last second" in r for r in reasons)
