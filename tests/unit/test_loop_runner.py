@@ -75,6 +75,13 @@ class Rig:
         # one measurement per second since T0: seq n was taken at T0 + n
         return [(s, leaf) for s, leaf in self.leaves if start_ms <= (T0 + s) * 1000 < end_ms]
 
+    def aggregator_event(self, *, start: float, end: float, target_w: int) -> dict[str, Any]:
+        """Accept the aggregator event "agg-1" (modification 0); returns its command arguments."""
+        args = {"event_id": "agg-1", "modification": 0, "start": start, "end": end,
+                "target_w": target_w}
+        self.loop.accept(self.loop.from_command(args))
+        return args
+
     async def run_until(self, until: float) -> None:
         """Advance time second by second: one main-meter sample each, timers, due actions."""
         while self.clock.t < until:
@@ -128,9 +135,7 @@ def test_settlement_is_read_back_after_check(tmp_path: Path) -> None:
 
 def test_modifying_an_active_event_retargets_the_checker(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    args = {"event_id": "agg-1", "modification": 0, "start": T0 + 400, "end": T0 + 700,
-            "target_w": 2000}
-    rig.loop.accept(rig.loop.from_command(args))
+    args = rig.aggregator_event(start=T0 + 400, end=T0 + 700, target_w=2000)
     asyncio.run(rig.run_until(T0 + 450))
     act = rig.loop.active["agg-1"]
     before = act.checker.required_wh
@@ -180,9 +185,7 @@ def test_an_action_decided_in_the_window_but_run_after_the_restore_is_dropped(tm
     policy lock while the completion restores every point; run after it, it would shed load again
     with nobody left to restore it."""
     rig = Rig(tmp_path)
-    args = {"event_id": "agg-1", "modification": 0, "start": T0 + 400, "end": T0 + 460,
-            "target_w": 3000}
-    rig.loop.accept(rig.loop.from_command(args))
+    rig.aggregator_event(start=T0 + 400, end=T0 + 460, target_w=3000)
     asyncio.run(rig.run_until(T0 + 420))
     act = rig.loop.active["agg-1"]
     assert rig.points.values == {("ev", "limit"): 6.0, ("boiler", "on"): 0.0}  # both shed
