@@ -29,12 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.core import modbus
-from gateway.core.profiles import load_profile
-from gateway.core.readings import Sample
-from gateway.devices.bus import BusOwner, BusSettings
-from gateway.devices.device import DeviceSpec
-from gateway.devices.transport import SerialLink
+from gateway.device.bus import BusOwner, BusSettings
+from gateway.device.device import DeviceSpec
+from gateway.device.transport import SerialLink
+from gateway.perception.profiles import load_profile
+from gateway.perception.readings import Sample
+from gateway.protocol import modbus
 
 PROFILE = "eastron_sdm630"
 

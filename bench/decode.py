@@ -14,16 +14,16 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.core.codec import encode_point
-from gateway.core.planner import PlannedRead
-from gateway.core.profiles import load_profile
-from gateway.core.readings import Reading
-from gateway.devices.device import (
+from gateway.device.device import (
     DeviceSpec,
     DeviceState,
     decode_read,
     decode_read_reference,
 )
+from gateway.perception.codec import encode_point
+from gateway.perception.planner import PlannedRead
+from gateway.perception.profiles import load_profile
+from gateway.perception.readings import Reading
 
 Decode = Callable[[DeviceState, PlannedRead, Sequence[int], float], list[Reading]]
 

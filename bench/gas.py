@@ -14,7 +14,7 @@ from gateway.chain.node import embedded, fund
 from gateway.chain.outbox import ChainOutbox
 from gateway.chain.report import Report, sign_report
 from gateway.chain.sender import TxSender
-from gateway.core.market_reputation import ReputationRules
+from gateway.market.reputation import ReputationRules
 
 REPORT_GOAL = 80_000
 PER_BID_GOAL = 40_000

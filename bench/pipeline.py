@@ -45,22 +45,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.core.codec import encode_point  # noqa: E402
-from gateway.core.identity import GatewayKey  # noqa: E402
-from gateway.core.measurement import (  # noqa: E402
+from gateway.device.device import DeviceSpec, DeviceState, decode_read  # noqa: E402
+from gateway.measurement.identity import GatewayKey  # noqa: E402
+from gateway.measurement.record import (  # noqa: E402
     MeasurementChain,
     encode_batch,
     measurement_domain,
     to_wire,
 )
-from gateway.core.planner import PlannedRead  # noqa: E402
-from gateway.core.profiles import load_profile  # noqa: E402
-from gateway.devices.device import DeviceSpec, DeviceState, decode_read  # noqa: E402
-from gateway.net import payloads, topics  # noqa: E402
-from gateway.net.link import MqttLink  # noqa: E402
-from gateway.net.publisher import Publisher, PublishLimits  # noqa: E402
-from gateway.net.settings import LinkSettings  # noqa: E402
-from gateway.store.store import Store  # noqa: E402
+from gateway.measurement.store.database import Store  # noqa: E402
+from gateway.network import payloads, topics  # noqa: E402
+from gateway.network.link import MqttLink  # noqa: E402
+from gateway.network.publisher import Publisher, PublishLimits  # noqa: E402
+from gateway.network.settings import LinkSettings  # noqa: E402
+from gateway.perception.codec import encode_point  # noqa: E402
+from gateway.perception.planner import PlannedRead  # noqa: E402
+from gateway.perception.profiles import load_profile  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
 
 BATCH = 50  # records per published batch, the agent's default

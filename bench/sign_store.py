@@ -12,11 +12,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import MeasurementChain, ScaledReading, measurement_domain, to_wire
-from gateway.core.profiles import load_profile
-from gateway.core.readings import Quality, Reading
-from gateway.store import Store
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import MeasurementChain, ScaledReading, measurement_domain, to_wire
+from gateway.measurement.store import Store
+from gateway.perception.profiles import load_profile
+from gateway.perception.readings import Quality, Reading
 
 # TEST-ONLY key (a well-known example key): never use it for a real gateway.
 TEST_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -13,7 +13,7 @@ lose messages it acknowledged) and start it again after 0.2..2 s. After each kil
 (seq, leaf) is noted. Then a final run drains the outbox and stops cleanly (SIGTERM), and the
 subscriber gets --drain-timeout seconds to catch up.
 
-Checks, against the SQLite store (the authority) and gateway.fleet.watch.StreamChecker:
+Checks, against the SQLite store (the authority) and gateway.master.watch.StreamChecker:
 - lost: seqs the store committed that the subscriber never received;
 - duplicates: a seq received again with identical content (QoS 1 redelivery: allowed);
 - different: a seq received in two versions, or a received record that differs from the stored one;
@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from gateway.core.measurement import from_wire, measurement_domain, struct_hash  # noqa: E402
-from gateway.fleet.watch import StreamChecker  # noqa: E402
+from gateway.master.watch import StreamChecker  # noqa: E402
+from gateway.measurement.record import from_wire, measurement_domain, struct_hash  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
 
 DRGW = [sys.executable, "-m", "gateway.cli"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.core.profiles import Point, Profile
+from gateway.perception.profiles import Point, Profile
 
 EV_MIN_CURRENT_A = 6.0
 BEHAVIOURS = ("ev_charger", "relay", "battery")

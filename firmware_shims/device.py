@@ -25,8 +25,8 @@ from firmware_shims.faults import Fault, FaultState
 from firmware_shims.loads import LoadModel
 from firmware_shims.physics import EnergyCounters, Grid, instantaneous
 from firmware_shims.registers import FUNCTION_TABLES, RegisterMap, Value
-from gateway.core.profiles import Profile
 from gateway.errors import ConfigError
+from gateway.perception.profiles import Profile
 
 MAX_STEP_S = 10.0  # integration step; ...
 MAX_STEPS = 200  # ... but never more steps than this per advance (bounds CPU at high clock speeds)

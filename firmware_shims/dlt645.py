@@ -1,7 +1,7 @@
 """Simulated DL/T 645-2007 meters on a simulated RS-485 line (a PtyWire), answering as real ones do.
 
 `Dlt645Bus` holds the device end of a `PtyWire`, parses what arrives with the gateway's own codec
-(gateway.core.dlt645, which is pure) and answers for every meter on the line:
+(gateway.protocol.dlt645, which is pure) and answers for every meter on the line:
 
 - read data (11H) to a meter's address (AAH in an address byte is a wildcard, clause 7): the value
   of that data identifier, or of a data block (DI1 = FFH), from the same `SimulatedDevice` model
@@ -30,9 +30,9 @@ from collections.abc import Mapping, Sequence
 from firmware_shims.device import SimulatedDevice
 from firmware_shims.registers import Value
 from firmware_shims.wire import LineSettings, PtyWire
-from gateway.core import dlt645
-from gateway.core.dlt645_values import BLOCKS, STANDARD_ITEMS
 from gateway.errors import ConfigError
+from gateway.perception.dlt645_values import BLOCKS, STANDARD_ITEMS
+from gateway.protocol import dlt645
 
 
 def _firmware_items() -> dict[int, tuple[str, float]]:

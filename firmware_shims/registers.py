@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from pymodbus.constants import ExcCodes
 
-from gateway.core.codec import decode_point, encode_point, encode_raw
-from gateway.core.profiles import BIT_TABLES, Point, Probe, Profile
 from gateway.errors import ProfileError
+from gateway.perception.codec import decode_point, encode_point, encode_raw
+from gateway.perception.profiles import BIT_TABLES, Point, Probe, Profile
 
 # Modbus function code -> the table it addresses (MODBUS Application Protocol v1.1b3, 6.1-6.17).
 FUNCTION_TABLES = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding",

@@ -29,10 +29,10 @@ from firmware_shims.physics import Grid
 from firmware_shims.registers import Value
 from firmware_shims.servers import split_host_port
 from firmware_shims.wire import BAUD_RATES, LineSettings
-from gateway.core import dlt645
-from gateway.core.profiles import Profile, load_profile
-from gateway.core.schema import Fields
 from gateway.errors import ConfigError
+from gateway.perception.profiles import Profile, load_profile
+from gateway.protocol import dlt645
+from gateway.schema import Fields
 
 TRANSPORTS = ("tcp", "rtu", "dlt645")
 SERIAL_TRANSPORTS = ("rtu", "dlt645")  # devices on a simulated RS-485 line (a [[bus]])

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.net.localbroker import MOSQUITTO_FIX, Broker, find_mosquitto, free_port
+from gateway.network.localbroker import MOSQUITTO_FIX, Broker, find_mosquitto, free_port
 
 __all__ = ["MOSQUITTO_FIX", "Broker", "TlsFiles", "broker_fixture", "find_mosquitto", "free_port",
            "make_tls_files"]

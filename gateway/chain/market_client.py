@@ -13,7 +13,7 @@ from gateway.chain.artifacts import all_error_abis, load_artifact
 from gateway.chain.report import SignedReport
 from gateway.chain.revert import RevertDecoder
 from gateway.chain.sender import Mined, TxSender
-from gateway.core.market_reputation import ReputationRules
+from gateway.market.reputation import ReputationRules
 
 if TYPE_CHECKING:
     from web3 import Web3

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import clock_synchronised
-from gateway.config import GatewayConfig, load_config
+from gateway.config.gateway import GatewayConfig, load_config
 from gateway.errors import DrgwError
 
 DEFAULT_CONFIG = Path("/etc/drgw/drgw.toml")
@@ -130,7 +130,7 @@ def _groups_of(user: pwd.struct_passwd) -> set[int]:
 
 
 def check_key(config: GatewayConfig, user: pwd.struct_passwd | None) -> tuple[list[Check], str | None]:
-    from gateway.core.identity import load_key
+    from gateway.measurement.keyfile import load_key
 
     path = config.key
     try:
@@ -207,7 +207,7 @@ def check_serial_ports(config: GatewayConfig, user: pwd.struct_passwd | None) ->
 
 async def check_devices(config: GatewayConfig) -> list[Check]:
     """Read each device's first point through the device layer, as the agent would."""
-    from gateway.devices.layer import DeviceLayer
+    from gateway.device.layer import DeviceLayer
 
     if not config.devices.devices:
         return [warn("devices", "none configured", "add [[bus]] and [[device]] tables "
@@ -223,7 +223,7 @@ async def check_devices(config: GatewayConfig) -> list[Check]:
 
 
 async def _read_device(layer: Any, device: Any, config: GatewayConfig) -> Check:
-    from gateway.core.readings import Quality
+    from gateway.perception.readings import Quality
 
     bus = config.devices.bus(device.bus)
     where = f"{device.profile.name}, unit {device.unit} on {bus.tcp or bus.serial}"
@@ -257,7 +257,7 @@ async def _read_device(layer: Any, device: Any, config: GatewayConfig) -> Check:
 
 
 async def check_broker(config: GatewayConfig, address: str | None, timeout: float) -> list[Check]:
-    from gateway.net.settings import LinkSettings
+    from gateway.network.settings import LinkSettings
 
     m = config.mqtt
     try:
@@ -382,7 +382,7 @@ def check_disk(store: Path) -> Check:
 
 
 def check_store(path: Path) -> Check:
-    from gateway.store.migrations import LATEST, schema_version
+    from gateway.measurement.store.migrations import LATEST, schema_version
 
     if not path.exists():
         return ok("store", f"{path}: not created yet (the agent creates it at its first start)")

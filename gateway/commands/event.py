@@ -61,7 +61,7 @@ def open_journal(args: argparse.Namespace) -> Iterator[Journal]:
     if args.store is not None:
         path = args.store
     else:
-        from gateway.config import load_config
+        from gateway.config.gateway import load_config
 
         path = load_config(args.config or DEFAULT_CONFIG).store.path
     journal = Journal(path, readonly=True)

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.core import commands as core
-from gateway.core.measurement import measurement_domain
 from gateway.errors import ConfigError
-from gateway.fleet.operations import fleet_cmd, fleet_list, fleet_watch
-from gateway.fleet.watch import Finding
+from gateway.master.operations import fleet_cmd, fleet_list, fleet_watch
+from gateway.master.watch import Finding
+from gateway.measurement.record import measurement_domain
+from gateway.network import command as core
 
 
 def _tls_args(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +116,7 @@ def parse_args_kv(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-    from gateway.core.identity import load_key
+    from gateway.measurement.keyfile import load_key
 
     key = load_key(args.operator_key, os.environ.get("DRGW_KEY_PASSWORD"))
     cmd_args = parse_args_kv(args.arg)

@@ -152,9 +152,10 @@ def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, p
     that answered but matched no profile (left out: a config needs a profile per device)."""
     import asyncio
 
-    from gateway.commands.scan import Found, draft_config, parse_units, scan_link
-    from gateway.core.profiles import load_all
-    from gateway.devices.transport import LinkError
+    from gateway.commands.scan import parse_units
+    from gateway.device.probe import Found, draft_config, scan_link
+    from gateway.device.transport import LinkError
+    from gateway.perception.profiles import load_all
 
     try:
         unit_ids = parse_units(units)

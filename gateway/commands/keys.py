@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from gateway.core.identity import GatewayKey, load_key, read_password_file, write_key
 from gateway.errors import ConfigError
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.keyfile import load_key, read_password_file, write_key
 
 DEFAULT_KEY = "gateway.key"
 

@@ -95,8 +95,8 @@ def _live(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from gateway.chain.simulate import simulate
-    from gateway.core.market_scenario import load_scenario
+    from gateway.market.scenario import load_scenario
+    from gateway.master.simulate import simulate
 
     try:
         text = args.scenario.read_text(encoding="utf-8")
@@ -122,8 +122,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def run_deploy(args: argparse.Namespace) -> int:
     from gateway.chain.market_client import MarketConfig, deploy
-    from gateway.chain.operator import open_session, write_deployment
-    from gateway.core.market_reputation import ReputationRules
+    from gateway.market.reputation import ReputationRules
+    from gateway.master.operator import open_session, write_deployment
 
     if not 0 <= args.tolerance <= 1:
         raise ConfigError(f"--tolerance {args.tolerance:g}: use a fraction between 0 and 1")
@@ -144,7 +144,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from gateway.chain.operator import open_session
+    from gateway.master.operator import open_session
 
     if args.household and not (args.gateway and args.via):
         raise ConfigError("--household needs --gateway ADDRESS and --via AGGREGATOR")
@@ -159,7 +159,7 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def run_announce(args: argparse.Namespace) -> int:
-    from gateway.chain.operator import open_session, parse_time
+    from gateway.master.operator import open_session, parse_time
 
     s = _session(args, open_session)
     if args.omega <= 0:
@@ -175,7 +175,7 @@ def run_announce(args: argparse.Namespace) -> int:
 
 
 def run_phase(args: argparse.Namespace) -> int:
-    from gateway.chain.operator import WINDOW_STATES, open_session
+    from gateway.master.operator import WINDOW_STATES, open_session
 
     s = _session(args, open_session)
     window = args.window or s.client.window_count()
@@ -186,7 +186,7 @@ def run_phase(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from gateway.chain.operator import BID_STATES, WINDOW_STATES, open_session
+    from gateway.master.operator import BID_STATES, WINDOW_STATES, open_session
 
     s = _session(args, open_session)
     window = args.window or s.client.window_count()
@@ -209,7 +209,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_reputation_sim(args: argparse.Namespace) -> int:
-    from gateway.core.market_reputation import simulate_completion
+    from gateway.market.reputation import simulate_completion
 
     for flag in ("users", "aggregators", "rounds"):
         if getattr(args, flag) < 1:

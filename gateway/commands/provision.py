@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.commands.init import hand_over, report, scan_draft
-from gateway.core.schema import Fields
 from gateway.errors import ConfigError, DrgwError
 from gateway.ops import provisioning as prov
+from gateway.schema import Fields
 
 # Raspberry Pi OS bookworm mounts the FAT boot partition at /boot/firmware; older releases at /boot.
 BUNDLE_PLACES = (Path("/boot/firmware/drgw-provision.toml"), Path("/boot/drgw-provision.toml"))

@@ -8,14 +8,14 @@ import json
 import sys
 import time
 
-from gateway.core import dlt645
-from gateway.core.profiles import Profile, load_profile
-from gateway.core.readings import Quality, Reading
-from gateway.devices.bus import BusOwner
-from gateway.devices.connect import make_link
-from gateway.devices.device import DeviceError, DeviceSpec
-from gateway.devices.dlt645 import MeterSpec, find_meter, serial_owner
+from gateway.device.bus import BusOwner
+from gateway.device.connect import make_link
+from gateway.device.device import DeviceError, DeviceSpec
+from gateway.device.dlt645 import MeterSpec, find_meter, serial_owner
 from gateway.errors import ConfigError
+from gateway.perception.profiles import Profile, load_profile
+from gateway.perception.readings import Quality, Reading
+from gateway.protocol import dlt645
 
 
 def add_link_arguments(parser: argparse.ArgumentParser) -> None:

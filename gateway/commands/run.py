@@ -13,8 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway import trial
-from gateway.config import GatewayConfig, load_config
+from gateway.agent import trial
+from gateway.config.gateway import GatewayConfig, load_config
 from gateway.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ def _load(path: Path) -> GatewayConfig:
 
 
 async def _serve(config: GatewayConfig) -> int:
-    from gateway.app import Agent
-    from gateway.core.identity import load_key
+    from gateway.agent.agent import Agent
+    from gateway.measurement.keyfile import load_key
 
     password = None
     if config.key_password_file is not None:
@@ -58,7 +58,7 @@ async def _serve(config: GatewayConfig) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.app import RESTART
+    from gateway.agent.agent import RESTART
     from gateway.ops.logs import configure
 
     config = _load(args.config)

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.core import merkle
-from gateway.core.eip712 import ZERO32, Domain
-from gateway.core.measurement import (
+from gateway.errors import ConfigError
+from gateway.measurement import merkle
+from gateway.measurement.eip712 import ZERO32, Domain
+from gateway.measurement.record import (
     DEFAULT_CHAIN_ID,
     MeasurementFormatError,
     SignedMeasurement,
@@ -32,10 +33,9 @@ from gateway.core.measurement import (
     struct_hash,
     to_wire,
 )
-from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
-    from gateway.store import Store
+    from gateway.measurement.store import Store
 
 CHUNK = 10_000
 
@@ -163,7 +163,7 @@ def run_verify(args: argparse.Namespace) -> int:
     domain = measurement_domain(args.chain_id)
     problems: list[Problem] = []
     if args.db:
-        from gateway.store import Store
+        from gateway.measurement.store import Store
 
         if not Path(args.db).is_file():
             raise ConfigError(f"verify: store {args.db} does not exist")
@@ -207,7 +207,7 @@ def _report(problems: list[Problem], summary: dict[str, tuple[int, int, int]],
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from gateway.store import Store
+    from gateway.measurement.store import Store
 
     if not Path(args.db).is_file():
         raise ConfigError(f"export: store {args.db} does not exist")

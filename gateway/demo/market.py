@@ -19,8 +19,8 @@ from gateway.chain.outbox import ChainOutbox
 from gateway.chain.report import Report, sign_report
 from gateway.chain.sender import TxSender
 from gateway.chain.submit import ReportSubmitter
-from gateway.core import market as m
-from gateway.core.market_reputation import ReputationRules
+from gateway.market import model as m
+from gateway.market.reputation import ReputationRules
 
 TOKEN_PER_CURRENCY = 1000
 RETAIL_MICRO, REALTIME_MICRO, OMEGA_MILLI = 600_000, 680_000, 1200  # 0.60, 0.68 /kWh; omega 1.2

@@ -134,7 +134,7 @@ class _Progress:
 async def run_demo(opts: DemoOptions) -> DemoResult:
     """Run the whole loop once; returns what happened (also printed through `opts.out`)."""
     from firmware_shims.home import SimulatedHome
-    from gateway.net.localbroker import Broker
+    from gateway.network.localbroker import Broker
 
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="drgw-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -158,9 +158,10 @@ async def run_demo(opts: DemoOptions) -> DemoResult:
 
 async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, chain: ThreadPoolExecutor,
                result: DemoResult) -> None:
-    from gateway.app import Agent
-    from gateway.config import load_config
-    from gateway.core.identity import GatewayKey, write_key
+    from gateway.agent.agent import Agent
+    from gateway.config.gateway import load_config
+    from gateway.measurement.identity import GatewayKey
+    from gateway.measurement.keyfile import write_key
 
     loop = asyncio.get_running_loop()
     key = GatewayKey.generate()
@@ -210,8 +211,8 @@ async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, cha
 
 def _chain_setup(key: Any, workdir: Path, lockout: int, grace: int, opts: DemoOptions) -> Any:
     from gateway.chain.node import embedded
+    from gateway.chain.port import Web3MarketPort
     from gateway.demo.market import DemoBid, DemoMarket
-    from gateway.loop.chainport import Web3MarketPort
 
     node = embedded()
     market = DemoMarket(node, lockout_s=lockout, grace_s=grace)

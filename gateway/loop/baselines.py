@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from types import MappingProxyType
 
-from gateway.core.eip712 import keccak256
 from gateway.errors import DrgwError
+from gateway.measurement.eip712 import keccak256
 
 SLOT_S = 300
 DAY_S = 86_400

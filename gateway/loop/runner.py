@@ -20,11 +20,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, Protocol
 
-from gateway.core import merkle
-from gateway.core.readings import Quality, Sample
+from gateway.chain.port import Award, MarketPort
 from gateway.errors import DrgwError
 from gateway.loop import baselines as bl
-from gateway.loop.chainport import Award, MarketPort
 from gateway.loop.checker import LiveChecker, SampleError
 from gateway.loop.events import (
     Direction,
@@ -41,6 +39,8 @@ from gateway.loop.journal import ActionRow, Journal
 from gateway.loop.policy import Action, ActionPolicy
 from gateway.loop.settings import DrConfig
 from gateway.loop.verdict import Verdict, judge
+from gateway.measurement import merkle
+from gateway.perception.readings import Quality, Sample
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The `[chain]` and `[dr]` tables of the gateway config: where Reports go, and how the loop acts.
+"""The `[dr]` table of the gateway config: how the closed loop acts (the `[chain]` table: chain/settings.py).
 
-Read strictly like the rest of the config (gateway/config.py); a lever must name a configured device
+Read strictly like the rest of the config (gateway/config/gateway.py); a lever must name a configured device
 and one of its profile's writable points, with comfort limits inside the point's range, so a typo
 fails at start-up instead of mid-event.
 """
@@ -9,26 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from gateway.core.profiles import Point
-from gateway.core.schema import Fields
 from gateway.errors import ConfigError, ProfileError
 from gateway.loop.policy import Lever
+from gateway.perception.profiles import Point
+from gateway.schema import Fields
 
 BASELINE_METHODS = ("contracted", "pre_event", "ten_in_ten", "high_x_of_y", "recent_days")
 LEVER_KINDS = ("setpoint", "switch", "battery")
-
-
-@dataclass(frozen=True, slots=True)
-class ChainConfig:
-    rpc: str  # JSON-RPC URL of a node ("embedded" is reserved for `drgw demo`)
-    market: str  # DRMarket contract address
-    household: str  # the household's wallet, registered on chain with this gateway's address
-    poa: bool  # add web3's ExtraDataToPOAMiddleware (QBFT / Clique consortium chains)
-    sender_key: Path | None  # key that pays gas for Reports; None = the gateway key itself
-    outbox: Path  # SQLite file of the chain outbox (signed transactions, queued Reports)
-    poll_interval: float  # seconds between polls for awards and window changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,41 +30,6 @@ class DrConfig:
     levers: tuple[Lever, ...]
     slot_s: int = 60  # load history granularity (baselines are computed from these slots)
     baseline_params: tuple[tuple[str, float], ...] = ()  # passed to the method, e.g. min_coverage
-
-
-def _address(f: Fields, key: str) -> str:
-    value = f.require_str(key)
-    if not (value.startswith("0x") and len(value) == 42):
-        f.fail(key, f"{value!r} is not an Ethereum address (0x + 40 hex digits)")
-    try:
-        int(value[2:], 16)
-    except ValueError:
-        f.fail(key, f"{value!r} is not an Ethereum address (0x + 40 hex digits)")
-    return value
-
-
-def parse_chain(f: Fields, *, base: Path, store_path: Path) -> ChainConfig:
-    rpc = f.require_str("rpc")
-    if not rpc.startswith(("http://", "https://", "ws://", "wss://")):
-        f.fail("rpc", f"{rpc!r}: write the node's JSON-RPC URL, e.g. http://127.0.0.1:8545")
-    key = f.optional_str("sender_key")
-    outbox = f.optional_str("outbox")
-    interval = f.optional_number("poll_interval") or 15.0
-    if interval <= 0:
-        f.fail("poll_interval", "seconds between chain polls must be > 0")
-    cfg = ChainConfig(
-        rpc=rpc, market=_address(f, "market"), household=_address(f, "household"),
-        poa=bool(f.optional_bool("poa")),
-        sender_key=None if key is None else _rel(Path(key), base),
-        outbox=_rel(Path(outbox), base) if outbox else store_path.with_name("chain-outbox.sqlite"),
-        poll_interval=interval,
-    )
-    f.reject_unknown()
-    return cfg
-
-
-def _rel(path: Path, base: Path) -> Path:
-    return path if path.is_absolute() else base / path
 
 
 def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]]) -> DrConfig:

@@ -1,7 +1,7 @@
 """Judgement of a DR event at its window's end, in the contract's integers (docs/market.md).
 
 The gateway judges itself exactly as DRMarket.check() will: the delivered Wh of the Report against
-the award, by `gateway.core.market.verdict`. Energies become whole Wh here, once:
+the award, by `gateway.market.model.verdict`. Energies become whole Wh here, once:
 
 - baselineWh = the baseline's energy over the whole window (recomputable by anyone from the
   baseline's inputs, which the Report commits to by hash);
@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gateway.core.market import Outcome, delivered_wh, verdict
 from gateway.loop.checker import BaselineLike, CheckState
 from gateway.loop.events import Direction, DrEvent
+from gateway.market.model import Outcome, delivered_wh, verdict
 
 UINT64_MAX = 2**64 - 1
 # Float sums of Wh carry noise of ~1e-12 Wh; without this 1000 Wh computed as 999.9999999999 would

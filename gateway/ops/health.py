@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.devices.device import DeviceState
+    from gateway.device.device import DeviceState
 
-# Store counter names (gateway/store/store.py) -> the short reason used in health and metrics.
+# Store counter names (gateway/measurement/store/database.py) -> the short reason used in health and metrics.
 EVICTION_COUNTERS: Mapping[str, str] = {
     "evicted_age": "age", "evicted_rows_cap": "rows_cap", "evicted_bytes_cap": "bytes_cap",
 }
@@ -26,7 +26,7 @@ ERROR_KINDS = ("timeout", "protocol", "exception", "link")
 
 @dataclass(frozen=True, slots=True)
 class DeviceCounts:
-    """Cumulative counters of one device since the agent started (gateway/devices/device.py)."""
+    """Cumulative counters of one device since the agent started (gateway/device/device.py)."""
 
     name: str
     requests: int  # Modbus transactions sent: poll reads, plus the rare write or ad-hoc read

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from gateway.config import MetricsConfig
+    from gateway.config.gateway import MetricsConfig
 
 log = logging.getLogger(__name__)
 

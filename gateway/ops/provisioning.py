@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.core.identity import GatewayKey, KeyFileError, load_key, write_key
-from gateway.core.schema import Fields
 from gateway.errors import ConfigError, DrgwError
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.keyfile import KeyFileError, load_key, write_key
+from gateway.schema import Fields
 
 DEFAULT_CONFIG = Path("/etc/drgw/drgw.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/drgw")
@@ -42,7 +43,7 @@ def stamp(now: datetime) -> str:
 
 
 def check_broker(url: str, *, where: str) -> str:
-    from gateway.net.settings import parse_broker_url
+    from gateway.network.settings import parse_broker_url
 
     try:
         parse_broker_url(url)
@@ -136,7 +137,7 @@ def parse_draft(text: str, *, where: str) -> DevicesDraft:
     top.reject_unknown()
     if not devices:
         raise ConfigError(f"{where}: the draft has no [[device]]; scan a bus with `drgw scan`")
-    from gateway.config import parse_devices
+    from gateway.config.gateway import parse_devices
 
     # The draft alone must be a valid devices section: then its errors name the draft, not the
     # config that is not written yet.
@@ -402,7 +403,7 @@ def prepare(setup: Setup) -> tuple[GatewayKey, bool, bytes | None, bytes | None,
     if setup.mutual_tls:
         tls_key, csr = make_csr(key.address, _existing_tls_key(setup), where=str(setup.tls_key))
     text = render_config(setup, gateway_id=key.address.lower())
-    from gateway.config import parse_config
+    from gateway.config.gateway import parse_config
 
     parse_config(text, path=setup.config)
     return key, new_key, tls_key, csr, text

@@ -172,7 +172,7 @@ class StallLimits:
     def for_devices(cls, devices: Iterable[tuple[Iterable[float], float]], *,
                     backoff_max_s: float = 60.0, store_s: float = 10.0) -> StallLimits:
         """From each device's poll intervals and timeout. A failing device still yields an error
-        sample at least every backoff cap + timeout (gateway/devices/device.py), so three of the
+        sample at least every backoff cap + timeout (gateway/device/device.py), so three of the
         longest such gaps without any commit means the device layer itself has stopped."""
         gaps = [max(min(intervals, default=backoff_max_s), backoff_max_s) + timeout
                 for intervals, timeout in devices]

@@ -23,8 +23,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.core.measurement import decode_batch, measurement_domain, recover_signer
-from gateway.store.store import Store
+from gateway.measurement.record import decode_batch, measurement_domain, recover_signer
+from gateway.measurement.store.database import Store
 from tests.mosquitto import Broker, broker_fixture
 
 persistent_broker = pytest.fixture(broker_fixture(persistence=True))

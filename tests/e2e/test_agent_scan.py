@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 
 from firmware_shims.home import SimulatedHome
-from gateway.commands.scan import MAX_REMOTE_UNITS, scan_running_bus
-from gateway.config import BusConfig
-from gateway.core.measurement import SignedMeasurement
-from gateway.core.profiles import load_profile
-from gateway.core.readings import Sample
-from gateway.devices.bus import BusBusy, BusOwner
-from gateway.devices.connect import make_link
-from gateway.devices.device import DeviceSpec
-from gateway.store.store import Store
+from gateway.config.gateway import BusConfig
+from gateway.device.bus import BusBusy, BusOwner
+from gateway.device.connect import make_link
+from gateway.device.device import DeviceSpec
+from gateway.device.probe import MAX_REMOTE_UNITS, scan_running_bus
+from gateway.measurement.record import SignedMeasurement
+from gateway.measurement.store.database import Store
+from gateway.perception.profiles import load_all, load_profile
+from gateway.perception.readings import Sample
 from tests.mosquitto import Broker
 
 HOME = """
@@ -59,6 +59,8 @@ unit = 5
 kind = "constant"
 power_w = 700
 """
+
+PROFILES = load_all()  # the probes the agent's fleet scan uses
 
 
 def drgw(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -205,13 +207,15 @@ def test_a_second_scan_of_the_same_bus_is_refused(scenario_file: Callable[[str],
             task = asyncio.create_task(owner.run())
             try:
                 first = asyncio.create_task(scan_running_bus(
-                    owner, bus, {"unit_from": 1, "unit_to": 12}))
+                    owner, bus, {"unit_from": 1, "unit_to": 12}, profiles=PROFILES))
                 while owner.scanning is None:
                     await asyncio.sleep(0.01)
                 with pytest.raises(BusBusy) as refused:
-                    await scan_running_bus(owner, bus, {"unit_from": 20, "unit_to": 21})
+                    await scan_running_bus(owner, bus, {"unit_from": 20, "unit_to": 21},
+                                           profiles=PROFILES)
                 result = await first
-                again = await scan_running_bus(owner, bus, {"unit_from": 5, "unit_to": 5})
+                again = await scan_running_bus(owner, bus, {"unit_from": 5, "unit_to": 5},
+                                               profiles=PROFILES)
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

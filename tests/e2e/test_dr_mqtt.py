@@ -3,7 +3,7 @@
 The simulated home (gateway/data/demo_home.toml: main meter on Modbus TCP, EV wallbox and boiler
 relay on a wire-timed RTU pty bus) runs in the test's event loop; the agent is a `drgw run`
 subprocess, as in test_agent_run.py, so a restart is a real SIGKILL. An operator key on the
-allow-list signs `dr_event` commands (gateway/fleet/operations.fleet_cmd); a QoS 1 subscriber
+allow-list signs `dr_event` commands (gateway/master/operations.fleet_cmd); a QoS 1 subscriber
 records drgw/v1/<gw>/event. Windows are 20-30 s long, so the pre-event baseline runs on 1 minute with
 `min_coverage` 0.1 and the "near" lead is 6 s (docs/closed-loop.md, docs/config.md [dr]).
 """
@@ -28,11 +28,12 @@ import aiomqtt
 import pytest
 
 from firmware_shims.home import SimulatedHome
-from gateway.core.identity import GatewayKey, write_key
 from gateway.demo.run import demo_scenario
-from gateway.fleet.operations import fleet_cmd
 from gateway.loop.journal import Journal
-from gateway.net import topics
+from gateway.master.operations import fleet_cmd
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.keyfile import write_key
+from gateway.network import topics
 from tests.mosquitto import Broker
 
 pytestmark = pytest.mark.slow

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from firmware_shims.faults import NoReply
 from firmware_shims.home import SimulatedHome
-from gateway.config import BusConfig, DeviceConfig, DevicesConfig
-from gateway.core.profiles import load_profile
-from gateway.core.readings import LatestValues, Quality, Sample
-from gateway.devices.layer import DeviceLayer
+from gateway.config.gateway import BusConfig, DeviceConfig, DevicesConfig
+from gateway.device.layer import DeviceLayer
+from gateway.perception.profiles import load_profile
+from gateway.perception.readings import LatestValues, Quality, Sample
 
 RTU_BUS = """
 [[bus]]

@@ -15,11 +15,11 @@ import pytest
 
 from firmware_shims.faults import BadCrc, ExceptionReply, NoReply
 from firmware_shims.home import SimulatedHome
-from gateway.config import parse_config
-from gateway.core.readings import Quality, Reading, Sample
-from gateway.devices.device import DeviceError
-from gateway.devices.dlt645 import Dlt645BusOwner, MeterSpec, serial_owner
-from gateway.devices.layer import DeviceLayer
+from gateway.config.gateway import parse_config
+from gateway.device.device import DeviceError
+from gateway.device.dlt645 import Dlt645BusOwner, MeterSpec, serial_owner
+from gateway.device.layer import DeviceLayer
+from gateway.perception.readings import Quality, Reading, Sample
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = """
@@ -53,7 +53,7 @@ def run(scenario: str, body: Body, scenario_file: Callable[[str], Path]) -> None
 
 
 def owner_for(port: str, *specs: tuple[str, str, str], timeout: float = 0.5) -> Dlt645BusOwner:
-    from gateway.core.profiles import load_profile
+    from gateway.perception.profiles import load_profile
 
     meters = [MeterSpec(name=n, profile=load_profile(p), address=a, timeout=timeout)
               for n, p, a in specs]
@@ -62,8 +62,8 @@ def owner_for(port: str, *specs: tuple[str, str, str], timeout: float = 0.5) -> 
 
 
 def resolution(reading: Reading, profile: str) -> float:
-    from gateway.core.dlt645_values import BcdFormat
-    from gateway.core.profiles import load_profile
+    from gateway.perception.dlt645_values import BcdFormat
+    from gateway.perception.profiles import load_profile
 
     point = load_profile(profile).point(reading.name)
     return 10.0 ** -BcdFormat.from_type_name(point.type).decimals * point.scale

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from gateway.core.identity import GatewayKey
-from gateway.store.store import Store
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.store.database import Store
 from tests.mosquitto import Broker, broker_fixture, make_tls_files
 
 tls_broker = pytest.fixture(broker_fixture(tls=True))

@@ -17,7 +17,7 @@ import pytest
 from gateway.cli import main
 from gateway.loop import plot
 from gateway.loop.journal import ActionRow, Journal
-from gateway.store import Store
+from gateway.measurement.store import Store
 
 HOUSEHOLD = "0x" + "ab" * 20
 DONE = f"chain:{HOUSEHOLD}:3"  # completed, performed, Report accepted and settled

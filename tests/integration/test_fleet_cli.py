@@ -15,23 +15,24 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.core.commands import CommandPolicy
-from gateway.core.identity import GatewayKey, write_key
-from gateway.core.measurement import (
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.keyfile import write_key
+from gateway.measurement.record import (
     MeasurementChain,
     ScaledReading,
     encode_batch,
     measurement_domain,
 )
-from gateway.net import payloads, topics
-from gateway.net.commands import CommandDispatcher
-from gateway.net.fake_agent import FakeAgent
-from gateway.net.link import MqttLink
-from gateway.net.nonces import NonceCache
-from gateway.net.pacing import BackoffPolicy
-from gateway.net.publisher import HealthPublisher, Publisher
-from gateway.net.settings import LinkSettings
-from gateway.store.store import Store
+from gateway.measurement.store.database import Store
+from gateway.network import payloads, topics
+from gateway.network.command import CommandPolicy
+from gateway.network.dispatcher import CommandDispatcher
+from gateway.network.link import MqttLink
+from gateway.network.nonces import NonceCache
+from gateway.network.pacing import BackoffPolicy
+from gateway.network.publisher import HealthPublisher, Publisher
+from gateway.network.settings import LinkSettings
+from gateway.testing.fake_agent import FakeAgent
 from tests.mosquitto import Broker, broker_fixture
 
 broker = pytest.fixture(broker_fixture())

@@ -30,8 +30,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.commands.run import _load
-from gateway.core.identity import load_key
-from gateway.net.settings import TlsSettings
+from gateway.measurement.keyfile import load_key
+from gateway.network.settings import TlsSettings
 from gateway.ops.provisioning import toml_str
 from tests.mosquitto import Broker, TlsFiles, make_tls_files
 

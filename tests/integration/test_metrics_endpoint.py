@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config import parse_config
+from gateway.config.gateway import parse_config
 from gateway.errors import ConfigError
 from tests.mosquitto import Broker, free_port
 
@@ -254,7 +254,7 @@ def test_prometheus_endpoint_and_health_message_of_a_running_agent(
     lines = (site.root / "agent.log").read_text().splitlines()
     ghost = [line for line in lines if "ghost: " in line and "cannot connect" in line]
     assert len(ghost) == 1, "\n".join(lines)
-    assert " WARNING gateway.devices.bus: ghost: tcp://127.0.0.1:" in ghost[0]
+    assert " WARNING gateway.device.bus: ghost: tcp://127.0.0.1:" in ghost[0]
     assert not any(line.startswith("<") for line in lines)
 
 

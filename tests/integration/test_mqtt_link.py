@@ -15,11 +15,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.net import payloads, topics
-from gateway.net.errors import BrokerUnreachable
-from gateway.net.link import MqttLink
-from gateway.net.pacing import BackoffPolicy
-from gateway.net.settings import LinkSettings
+from gateway.network import payloads, topics
+from gateway.network.errors import BrokerUnreachable
+from gateway.network.link import MqttLink
+from gateway.network.pacing import BackoffPolicy
+from gateway.network.settings import LinkSettings
 from tests.mosquitto import Broker, broker_fixture
 
 broker = pytest.fixture(broker_fixture())
@@ -65,9 +65,9 @@ def test_last_will_after_sigkill_and_birth_again_on_restart(broker: Broker, tmp_
     gw = "0x" + "cd" * 20
     script = textwrap.dedent(f"""
         import asyncio
-        from gateway.net import payloads
-        from gateway.net.link import MqttLink
-        from gateway.net.settings import LinkSettings
+        from gateway.network import payloads
+        from gateway.network.link import MqttLink
+        from gateway.network.settings import LinkSettings
         async def main():
             link = MqttLink(settings=LinkSettings.from_url({broker.url!r}, client_id="victim",
                             keepalive_s=5), gateway={gw!r},
@@ -151,7 +151,7 @@ def test_mutual_tls_refuses_client_without_cert(tls_broker: Broker) -> None:
 
 
 def test_plain_url_with_tls_files_is_a_config_error(tmp_path: Path) -> None:
-    from gateway.net.errors import LinkConfigError
+    from gateway.network.errors import LinkConfigError
     with pytest.raises(LinkConfigError, match="mqtts://"):
         LinkSettings.from_url("mqtt://127.0.0.1:1883", client_id="x", ca=tmp_path / "ca.pem")
     with pytest.raises(LinkConfigError, match="mqtt://host:port"):

@@ -11,12 +11,12 @@ import time
 import aiomqtt
 import pytest
 
-from gateway.net import payloads, topics
-from gateway.net.fake_outbox import MemoryOutbox
-from gateway.net.link import MqttLink
-from gateway.net.pacing import BackoffPolicy
-from gateway.net.publisher import EventPublisher, HealthPublisher, Publisher, PublishLimits
-from gateway.net.settings import LinkSettings
+from gateway.network import payloads, topics
+from gateway.network.link import MqttLink
+from gateway.network.pacing import BackoffPolicy
+from gateway.network.publisher import EventPublisher, HealthPublisher, Publisher, PublishLimits
+from gateway.network.settings import LinkSettings
+from gateway.testing.fake_outbox import MemoryOutbox
 from tests.mosquitto import Broker, broker_fixture
 
 broker = pytest.fixture(broker_fixture())
@@ -171,7 +171,7 @@ def test_health_and_events_reach_their_topics(broker: Broker) -> None:
 
 
 def test_home_assistant_discovery_configs_are_retained(broker: Broker) -> None:
-    from gateway.net.discovery import Discovery
+    from gateway.network.discovery import Discovery
 
     async def main() -> None:
         link = MqttLink(settings=LinkSettings.from_url(broker.url, client_id="gw-ha"),

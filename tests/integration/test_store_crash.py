@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.core import merkle
-from gateway.core.eip712 import ZERO32
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import (
+from gateway.measurement import merkle
+from gateway.measurement.eip712 import ZERO32
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import (
     MeasurementChain,
     ScaledReading,
     decode_batch,
@@ -20,15 +20,15 @@ from gateway.core.measurement import (
     recover_signer,
     struct_hash,
 )
-from gateway.store import Store
+from gateway.measurement.store import Store
 
 SECRET = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"  # TEST-ONLY key
 
 WRITER = f"""
 import sys
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import MeasurementChain, ScaledReading, measurement_domain
-from gateway.store import Store
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import MeasurementChain, ScaledReading, measurement_domain
+from gateway.measurement.store import Store
 key = GatewayKey.from_secret(bytes.fromhex("{SECRET}"))
 domain = measurement_domain()
 store = Store(sys.argv[1], batch_size=7)

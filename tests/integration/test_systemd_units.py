@@ -190,10 +190,10 @@ if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
     print("unsupported"); sys.exit(0)
 import asyncio, sqlite3, ssl
 from gateway.clock import clock_synchronised
-from gateway.core.eip712 import KECCAK_BACKEND
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import MeasurementChain, measurement_domain
-from gateway.core.readings import Quality, Reading
+from gateway.measurement.eip712 import KECCAK_BACKEND
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import MeasurementChain, measurement_domain
+from gateway.perception.readings import Quality, Reading
 import aiomqtt, serial
 key = GatewayKey.from_secret(bytes(range(1, 33)))
 chain = MeasurementChain(gateway=key.address, last_seq=0, last_hash=bytes(32))
@@ -212,6 +212,6 @@ def test_the_agent_code_paths_need_no_writable_executable_memory() -> None:
     if out.stdout.strip() == "unsupported":
         pytest.skip("the kernel has no PR_SET_MDWE (Linux < 6.3)")
     assert out.returncode == 0, out.stderr
-    from gateway.core.eip712 import KECCAK_BACKEND  # the backend this machine signs with
+    from gateway.measurement.eip712 import KECCAK_BACKEND  # the backend this machine signs with
 
     assert out.stdout.strip() == f"ok 1 {KECCAK_BACKEND}"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.commands import keys, verify
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import (
+from gateway.errors import DrgwError
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import (
     MeasurementChain,
     ScaledReading,
     SignedMeasurement,
@@ -19,8 +20,7 @@ from gateway.core.measurement import (
     measurement_domain,
     to_wire,
 )
-from gateway.errors import DrgwError
-from gateway.store import Store
+from gateway.measurement.store import Store
 
 KEY = GatewayKey.from_secret(  # TEST-ONLY key
     bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"))

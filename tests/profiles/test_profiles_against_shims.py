@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from firmware_shims.home import SimulatedHome
-from gateway.core import modbus
-from gateway.core.codec import decode_raw
-from gateway.core.profiles import Point, Profile, load_all
-from gateway.core.readings import Quality
-from gateway.devices.bus import BusOwner
-from gateway.devices.connect import make_link
-from gateway.devices.device import DeviceSpec
+from gateway.device.bus import BusOwner
+from gateway.device.connect import make_link
+from gateway.device.device import DeviceSpec
+from gateway.perception.codec import decode_raw
+from gateway.perception.profiles import Point, Profile, load_all
+from gateway.perception.readings import Quality
+from gateway.protocol import modbus
 
 PROFILES = load_all()
 MODBUS = [p for p in PROFILES if p.transport.protocol == "modbus"]
@@ -156,8 +156,8 @@ def test_dlt645_profile_round_trips_against_its_shim(profile: Profile,
                                                      scenario_file: Callable[[str], Path]) -> None:
     """Every point set on the simulated meter reads back through the gateway's DL/T 645 owner on
     a pty line; the shim encodes in the standard's formats, the gateway decodes the profile's."""
-    from gateway.core.dlt645_values import BcdFormat
-    from gateway.devices.dlt645 import MeterSpec, serial_owner
+    from gateway.device.dlt645 import MeterSpec, serial_owner
+    from gateway.perception.dlt645_values import BcdFormat
 
     path = scenario_file('[[bus]]\nname = "line"\nbaud = 2400\nparity = "E"\n\n[[device]]\n'
                          f'name = "dut"\nprofile = "{profile.name}"\ntransport = "dlt645"\n'

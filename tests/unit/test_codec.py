@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.codec import decode_point, decode_raw, encode_point, encode_raw
-from gateway.core.profiles import REGISTER_COUNT
+from gateway.perception.codec import decode_point, decode_raw, encode_point, encode_raw
+from gateway.perception.profiles import REGISTER_COUNT
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.core import commands as c
-from gateway.core.identity import GatewayKey
+from gateway.measurement.identity import GatewayKey
+from gateway.network import command as c
 
 OP = GatewayKey.from_secret(bytes([7]) * 32)
 OTHER = GatewayKey.from_secret(bytes([9]) * 32)

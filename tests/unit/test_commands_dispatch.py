@@ -10,11 +10,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core import commands as c
-from gateway.core.identity import GatewayKey
-from gateway.net.commands import CommandDispatcher
-from gateway.net.fake_agent import FakeAgent
-from gateway.net.nonces import NonceCache
+from gateway.measurement.identity import GatewayKey
+from gateway.network import command as c
+from gateway.network.dispatcher import CommandDispatcher
+from gateway.network.nonces import NonceCache
+from gateway.testing.fake_agent import FakeAgent
 
 OP = GatewayKey.from_secret(bytes([7]) * 32)
 GW_KEY = GatewayKey.from_secret(bytes([3]) * 32)

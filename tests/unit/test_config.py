@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.commands.scan import Found, draft_config
-from gateway.config import parse_config
+from gateway.config.gateway import parse_config
+from gateway.device.probe import Found, draft_config
 from gateway.errors import ConfigError
 
 HEAD = '[gateway]\nkey = "gw.key"\n\n[operators]\nallow = ["0x' + "ab" * 20 + '"]\n\n'

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.codec import decode_raw, packed_reader, response_packer
-from gateway.core.planner import PlannedRead
-from gateway.core.profiles import (
+from gateway.device.device import DeviceSpec, DeviceState, ReadDecoder, decode_read, decode_read_reference
+from gateway.perception.codec import decode_raw, packed_reader, response_packer
+from gateway.perception.planner import PlannedRead
+from gateway.perception.profiles import (
     BIT_TABLES,
     REGISTER_COUNT,
     Point,
@@ -29,8 +30,7 @@ from gateway.core.profiles import (
     profile_from_mapping,
     profile_paths,
 )
-from gateway.core.readings import Reading
-from gateway.devices.device import DeviceSpec, DeviceState, ReadDecoder, decode_read, decode_read_reference
+from gateway.perception.readings import Reading
 
 TEST_PROFILES = Path(__file__).resolve().parents[1] / "data" / "profiles"
 NUMERIC = [t for t in REGISTER_COUNT if t != "bool"]
@@ -80,7 +80,7 @@ def synthetic_profile() -> Profile:
 def all_profiles() -> list[Profile]:
     paths = list(profile_paths()) + sorted(TEST_PROFILES.glob("*/*.yaml"))
     profiles = [load_profile(path) for path in paths] + [synthetic_profile()]
-    # DL/T 645 meters are decoded by gateway.devices.dlt645, not by decode_read.
+    # DL/T 645 meters are decoded by gateway.device.dlt645, not by decode_read.
     return [p for p in profiles if p.transport.protocol == "modbus"]
 
 

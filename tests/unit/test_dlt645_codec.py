@@ -1,4 +1,4 @@
-"""DL/T 645-2007 codec (gateway.core.dlt645, dlt645_values): golden frames, BCD formats, and the
+"""DL/T 645-2007 codec (gateway.protocol.dlt645, dlt645_values): golden frames, BCD formats, and the
 parser fuzzed with hypothesis."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core import dlt645
-from gateway.core import dlt645_values as values
-from gateway.core.dlt645 import (
+from gateway.errors import RemoteError
+from gateway.perception import dlt645_values as values
+from gateway.perception.dlt645_values import BcdFormat
+from gateway.protocol import dlt645
+from gateway.protocol.dlt645 import (
     NEED_DATA,
     Discarded,
     Dlt645Parser,
@@ -19,8 +21,6 @@ from gateway.core.dlt645 import (
     MeterError,
     RemoteProtocolError,
 )
-from gateway.core.dlt645_values import BcdFormat
-from gateway.errors import RemoteError
 
 
 def events(parser: Dlt645Parser) -> list[Frame | Discarded]:

@@ -7,9 +7,10 @@ import dataclasses
 
 import pytest
 
-from gateway.core.eip712 import ZERO32
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import (
+from gateway.master.watch import Finding, StreamChecker
+from gateway.measurement.eip712 import ZERO32
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import (
     MeasurementChain,
     ScaledReading,
     SignedMeasurement,
@@ -17,7 +18,6 @@ from gateway.core.measurement import (
     measurement_domain,
     sign,
 )
-from gateway.fleet.watch import Finding, StreamChecker
 
 # TEST-ONLY keys: never use them for a real gateway.
 KEY = GatewayKey.from_secret(

@@ -11,14 +11,8 @@ from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.identity import (
-    SECP256K1_N,
-    GatewayKey,
-    KeyFileError,
-    load_key,
-    recover_address,
-    write_key,
-)
+from gateway.measurement.identity import SECP256K1_N, GatewayKey, recover_address
+from gateway.measurement.keyfile import KeyFileError, load_key, write_key
 
 TEST_SECRET = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 

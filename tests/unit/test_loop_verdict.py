@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core import market
 from gateway.loop.checker import BaselineLike, LiveChecker
 from gateway.loop.events import Direction, DrEvent, EventSource
 from gateway.loop.verdict import judge, required_wh, whole_wh
+from gateway.market import model as market
 from tests.unit.test_loop_checker import StepBaseline, feed
 
 
@@ -93,7 +93,7 @@ def test_the_verdict_is_the_contracts_for_constant_loads(baseline_w: int, actual
     checker = LiveChecker(ev, baseline, now_s=ev.start_s)
     feed(checker, [(float(t), float(actual_w)) for t in range(ev.start_s, ev.end_s + 1, 15)])
     v = judge(ev, checker.final(), baseline)
-    # the same integers gateway/chain/simulate.py puts in a Report for constant loads
+    # the same integers gateway/master/simulate.py puts in a Report for constant loads
     assert v.baseline_wh == baseline_w * seconds // 3600
     assert v.actual_wh == actual_w * seconds // 3600
     assert v.delivered_wh == market.delivered_wh(reduce=reduce, baseline_wh=v.baseline_wh,

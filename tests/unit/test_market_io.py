@@ -9,9 +9,9 @@ import pytest
 from gateway.chain.outbox import ChainOutbox, StoredTx
 from gateway.chain.report import Report, report_digest, sign_report
 from gateway.chain.revert import ChainRevert, RevertDecoder, revert_data
-from gateway.core.market import Mode
-from gateway.core.market_scenario import load_scenario
 from gateway.errors import ConfigError
+from gateway.market.model import Mode
+from gateway.market.scenario import load_scenario
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "market" / "evening-peak.toml"
 MARKET = "0x5FbDB2315678afecb367f032d93F642f64180aa3"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core import market as m
-from gateway.core.market_reputation import (
+from gateway.market import model as m
+from gateway.market.reputation import (
     ReputationRules,
     Standing,
     effective_score,

@@ -7,9 +7,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from gateway.core.eip712 import ZERO32
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import (
+from gateway.measurement.eip712 import ZERO32
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import (
     Measurement,
     MeasurementChain,
     ScaledReading,
@@ -21,7 +21,7 @@ from gateway.core.measurement import (
     signing_digest,
     struct_hash,
 )
-from gateway.core.readings import Quality, Reading
+from gateway.perception.readings import Quality, Reading
 
 # TEST-ONLY KEY: a widely published example private key. Never use it for a real gateway.
 TEST_SECRET = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

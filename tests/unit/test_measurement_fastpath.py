@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.eip712 import (
+from gateway.measurement.eip712 import (
     KECCAK_BACKEND,
     _public_keccak256,
     _pysha3_keccak256,
@@ -31,8 +31,8 @@ from gateway.core.eip712 import (
     enc_uint,
     keccak256,
 )
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import (
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import (
     MAX_TEXT,
     MEASUREMENT_TYPEHASH,
     READING_TYPEHASH,
@@ -48,7 +48,7 @@ from gateway.core.measurement import (
     struct_hash,
     to_wire,
 )
-from gateway.core.readings import Quality, Reading
+from gateway.perception.readings import Quality, Reading
 
 KEY = GatewayKey.from_secret(bytes.fromhex(
     "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"))  # TEST-ONLY key

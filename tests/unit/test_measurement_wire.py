@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.identity import GatewayKey
-from gateway.core.measurement import (
+from gateway.errors import RemoteError
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import (
     MAX_TEXT,
     Measurement,
     MeasurementFormatError,
@@ -24,7 +25,6 @@ from gateway.core.measurement import (
     sign,
     to_wire,
 )
-from gateway.errors import RemoteError
 
 TEST_SECRET = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 KEY = GatewayKey.from_secret(TEST_SECRET)  # TEST-ONLY key

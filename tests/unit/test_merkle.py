@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core import merkle
-from gateway.core.eip712 import keccak256
+from gateway.measurement import merkle
+from gateway.measurement.eip712 import keccak256
 
 
 def leaves(n: int) -> list[bytes]:

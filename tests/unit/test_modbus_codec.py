@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core import modbus
+from gateway.protocol import modbus
 
 
 def test_crc_matches_the_serial_line_spec_example() -> None:

@@ -27,7 +27,7 @@ class Clock:
         return self.now
 
 
-def record(msg: str, *args: object, name: str = "gateway.devices.bus", level: int = logging.WARNING,
+def record(msg: str, *args: object, name: str = "gateway.device.bus", level: int = logging.WARNING,
            **extra: object) -> logging.LogRecord:
     rec = logging.LogRecord(name, level, __file__, 1, msg, args, None)
     for key, value in extra.items():
@@ -125,7 +125,7 @@ def test_syslog_priorities_follow_sd_daemon() -> None:
 def test_journal_formatter_prefixes_every_line() -> None:
     fmt = JournalFormatter("%(name)s: %(message)s")
     assert fmt.format(record("store: %s", "disk full", level=logging.ERROR)) == \
-        "<3>gateway.devices.bus: store: disk full"
+        "<3>gateway.device.bus: store: disk full"
     try:
         raise RuntimeError("boom")
     except RuntimeError:
@@ -177,15 +177,15 @@ def test_configure_writes_journal_lines_and_limits_repeats(tmp_path: Path, clock
     with (tmp_path / "out").open("w") as fh:
         configure(level="INFO", stream=fh, environ={"JOURNAL_STREAM": _dev_ino(fh.fileno())},
                   clock=clock)
-        log = logging.getLogger("gateway.devices.bus")
+        log = logging.getLogger("gateway.device.bus")
         for _ in range(3):
             log.warning("%s: %s", "main", "no answer", extra={"device": "main"})
         log.info("polling %d device(s)", 2)
         log.error("store: disk full")
     assert (tmp_path / "out").read_text().splitlines() == [
-        "<4>gateway.devices.bus: main: no answer",
-        "<6>gateway.devices.bus: polling 2 device(s)",
-        "<3>gateway.devices.bus: store: disk full",
+        "<4>gateway.device.bus: main: no answer",
+        "<6>gateway.device.bus: polling 2 device(s)",
+        "<3>gateway.device.bus: store: disk full",
     ]
 
 
@@ -193,7 +193,7 @@ def test_configure_without_journal_uses_the_plain_format(tmp_path: Path,
                                                          root_logger: logging.Logger) -> None:
     out = io.StringIO()
     configure(level="WARNING", stream=out, environ={})
-    logging.getLogger("gateway.app").warning("stopped at seq %d", 7)
-    logging.getLogger("gateway.app").info("not shown")
+    logging.getLogger("gateway.agent.agent").warning("stopped at seq %d", 7)
+    logging.getLogger("gateway.agent.agent").info("not shown")
     line, = out.getvalue().splitlines()
-    assert line.endswith(" WARNING gateway.app: stopped at seq 7") and not line.startswith("<")
+    assert line.endswith(" WARNING gateway.agent.agent: stopped at seq 7") and not line.startswith("<")

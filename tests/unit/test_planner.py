@@ -8,8 +8,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.planner import RTU_REQUEST_OVERHEAD, ReadPlanner, plan_reads
-from gateway.core.profiles import Point
+from gateway.perception.planner import RTU_REQUEST_OVERHEAD, ReadPlanner, plan_reads
+from gateway.perception.profiles import Point
 
 BASE = Point(name="x", table="input", address=0, printed_address=0, type="u16", count=1,
              byte_order="big", word_order="big", scale=1.0, offset=0.0, scale_factor=None,

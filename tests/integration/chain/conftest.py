@@ -24,8 +24,8 @@ from gateway.chain.node import ChainNode, connect, embedded, fund
 from gateway.chain.outbox import ChainOutbox
 from gateway.chain.report import Report, SignedReport, sign_report
 from gateway.chain.sender import TxSender
-from gateway.core.market import delivered_wh
-from gateway.core.market_reputation import ReputationRules
+from gateway.market.model import delivered_wh
+from gateway.market.reputation import ReputationRules
 
 CONTRACTS = Path(__file__).resolve().parents[3] / "gateway" / "chain" / "contracts"
 FIX = "npm ci --prefix gateway/chain/contracts"

@@ -10,7 +10,7 @@ from gateway.chain.outbox import ChainOutbox
 from gateway.chain.report import report_digest
 from gateway.chain.revert import ChainRevert
 from gateway.chain.submit import ReportSubmitter
-from gateway.core.market_reputation import ReputationRules
+from gateway.market.reputation import ReputationRules
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 RULES = ReputationRules()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from gateway.chain.market_client import MarketClient, decoder
-from gateway.chain.operator import read_deployment
 from gateway.chain.outbox import ChainOutbox
 from gateway.chain.sender import TxSender
 from gateway.cli import main
+from gateway.master.operator import read_deployment
 
 pytestmark = [pytest.mark.anvil, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

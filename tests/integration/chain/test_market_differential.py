@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.chain.outbox import ChainOutbox
 from gateway.chain.sender import TxSender
-from gateway.core import market as m
+from gateway.market import model as m
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 HOUSEHOLDS = 5

@@ -1,0 +1,1 @@
+"""The agent behind `drgw run`: wiring, the measurement pipeline and remote control."""

@@ -1,0 +1,213 @@
+"""The DR loop's narrow port to the market contract: awards in, signed Reports out, settlement back.
+
+Synchronous (web3 is); the loop calls it from one worker thread so that one nonce owner sends and
+the asyncio loop never blocks on the node. Awards are read from the household's registry entry
+(`awardWindow`, `awardW`) and the window itself, not from logs, so a gateway that was offline during
+clearing still learns its award on the next poll. `FakeMarketPort` is the same interface for tests of
+the loop that do not need a chain.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.chain.report import Report, sign_report
+from gateway.chain.settings import ChainConfig
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+log = logging.getLogger(__name__)
+
+W_CLEARED, W_SETTLED, W_CHECKED, W_VOID = 2, 3, 4, 5  # DRMarket.sol window states
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Award:
+    window: int
+    start_s: int
+    end_s: int
+    award_w: int
+    reduce: bool
+    tolerance_bps: int
+    voided: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submission:
+    state: str  # "accepted", "queued" (node unreachable: kept for the next drain) or "rejected"
+    report_id: int
+    error: str | None = None
+
+
+class MarketPort(Protocol):
+    household: str
+
+    def poll_awards(self) -> list[Award]: ...
+    def submit(self, report: Report) -> Submission: ...
+    def report_state(self, report_id: int) -> str: ...
+    def settlement(self, window: int) -> dict[str, Any] | None: ...
+
+
+class Web3MarketPort:
+    """The market at `market` for `household`, over any web3 provider (JSON-RPC or embedded)."""
+
+    def __init__(self, *, w3: Web3, market: str, household: str, gateway_secret: bytes,
+                 sender_secret: bytes, outbox_path: str | Path) -> None:
+        from gateway.chain.market_client import Deployment, MarketClient, decoder
+        from gateway.chain.outbox import ChainOutbox
+        from gateway.chain.sender import TxSender
+        from gateway.chain.submit import ReportSubmitter
+
+        self.w3 = w3
+        self.market_address = market
+        self.household = w3.to_checksum_address(household)
+        probe = MarketClient(w3=w3, deployment=Deployment(chain_id=0, token=market, market=market))
+        token = probe.market.functions.token().call()
+        self.chain_id = int(w3.eth.chain_id)
+        self.client = MarketClient(w3=w3, deployment=Deployment(
+            chain_id=self.chain_id, token=token, market=w3.to_checksum_address(market)))
+        self.outbox = ChainOutbox(outbox_path)
+        self.sender = TxSender(w3=w3, key=sender_secret, outbox=self.outbox, decoder=decoder())
+        self.submitter = ReportSubmitter(outbox=self.outbox, client=self.client, sender=self.sender)
+        self._secret = gateway_secret
+        self._seen: dict[int, tuple[int, bool]] = {}  # window -> (award, voided) last reported
+
+    def close(self) -> None:
+        self.outbox.close()
+
+    def poll_awards(self) -> list[Award]:
+        """New or changed awards of this household (each reported once per change)."""
+        h = self.client.household(self.household)
+        if not h["registered"]:
+            raise LookupError(f"household {self.household} is not registered with the market at "
+                              f"{self.client.deployment.market}: ask the operator to register it")
+        out: list[Award] = []
+        windows = [int(h["awardWindow"])] + [w for w in self._seen if w != int(h["awardWindow"])]
+        tolerance = int(self.client.market.functions.config().call()[2])
+        for window in windows:
+            if window == 0 and int(h["awardW"]) == 0:
+                continue
+            w = self.client.window(window)
+            award = int(h["awardW"]) if window == int(h["awardWindow"]) else self._seen[window][0]
+            voided = int(w["state"]) == W_VOID
+            if award <= 0 or self._seen.get(window) == (award, voided):
+                continue
+            self._seen[window] = (award, voided)
+            out.append(Award(window=window, start_s=int(w["start"]), end_s=int(w["end"]),
+                             award_w=award, reduce=bool(w["reduce"]), tolerance_bps=tolerance,
+                             voided=voided))
+        return out
+
+    def submit(self, report: Report) -> Submission:
+        d = self.client.deployment
+        signed = sign_report(report, key=self._secret, chain_id=d.chain_id, market=d.market)
+        report_id = self.submitter.queue(signed)
+        result = self.submitter.drain()
+        if result.rejected:
+            return Submission(state="rejected", report_id=report_id, error="; ".join(result.rejected))
+        state = "queued" if result.waiting else "accepted"
+        return Submission(state=state, report_id=report_id)
+
+    def report_state(self, report_id: int) -> str:
+        """"accepted", "queued" or "rejected: <reason>" of a Report queued earlier (drains first)."""
+        self.submitter.drain()
+        for queued in self.outbox.reports():
+            if queued.id == report_id:
+                return queued.state if queued.error is None or queued.state == "accepted" \
+                    else f"{queued.state}: {queued.error}"
+        return "unknown"
+
+    def retry(self) -> int:
+        """Drain Reports kept while the node was unreachable; returns how many are still waiting."""
+        return self.submitter.drain().waiting
+
+    def settlement(self, window: int) -> dict[str, Any] | None:
+        """After `check`: this household's payment and deposit outcome in the window, else None."""
+        w = self.client.window(window)
+        if int(w["state"]) != W_CHECKED:
+            return None
+        market = self.client.market
+        args = {"window": window, "household": self.household}
+        paid = market.events.BidPaid().get_logs(argument_filters=args, from_block=0)
+        refunded = market.events.DepositRefunded().get_logs(argument_filters=args, from_block=0)
+        forfeited = market.events.DepositForfeited().get_logs(argument_filters=args, from_block=0)
+        h = self.client.household(self.household)
+        return {
+            "window": window, "clearing_price_mtok_per_kwh": int(w["clearingPrice"]),
+            "payment_mtok": sum(_amount(e) for e in paid),
+            "deposit": "forfeited" if forfeited else ("refunded" if refunded else "none"),
+            "deposit_mtok": sum(_amount(e) for e in forfeited or refunded),
+            "delivered_wh_on_chain": int(h["deliveredWh"]), "score": int(h["score"]),
+        }
+
+
+class LazyMarketPort:
+    """A Web3MarketPort built on first use (in the chain thread), so a node that is down at start-up
+    delays the Report path instead of the agent; each call retries the connection until it works."""
+
+    def __init__(self, chain: ChainConfig, *, gateway_secret: bytes) -> None:
+        self.chain = chain
+        self.household = chain.household
+        self.market_address = chain.market
+        self._secret = gateway_secret
+        self._port: Web3MarketPort | None = None
+
+    def _get(self) -> Web3MarketPort:
+        if self._port is None:
+            from gateway.chain.node import connect
+            from gateway.measurement.keyfile import read_key
+
+            c = self.chain
+            node = connect(c.rpc, poa=c.poa)
+            sender = read_key(c.sender_key) if c.sender_key is not None else self._secret
+            self._port = Web3MarketPort(w3=node.w3, market=c.market, household=c.household,
+                                        gateway_secret=self._secret, sender_secret=sender,
+                                        outbox_path=c.outbox)
+            self.household = self._port.household
+        return self._port
+
+    def poll_awards(self) -> list[Award]:
+        port = self._get()
+        port.retry()
+        return port.poll_awards()
+
+    def submit(self, report: Report) -> Submission:
+        return self._get().submit(report)
+
+    def settlement(self, window: int) -> dict[str, Any] | None:
+        return self._get().settlement(window)
+
+    def report_state(self, report_id: int) -> str:
+        return self._get().report_state(report_id)
+
+
+def _amount(event: Any) -> int:
+    return int(event["args"]["amount"])  # BidPaid, DepositRefunded, DepositForfeited (DRMarket.sol)
+
+
+@dataclass
+class FakeMarketPort:
+    """In-memory stand-in: tests queue awards and read back the Reports the loop submitted."""
+
+    household: str = "0x" + "11" * 20
+    awards: list[Award] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
+    settlements: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def poll_awards(self) -> list[Award]:
+        out, self.awards = self.awards, []
+        return out
+
+    def submit(self, report: Report) -> Submission:
+        self.reports.append(report)
+        return Submission(state="accepted", report_id=len(self.reports))
+
+    def settlement(self, window: int) -> dict[str, Any] | None:
+        return self.settlements.get(window)
+
+    def report_state(self, report_id: int) -> str:
+        return "accepted" if 0 < report_id <= len(self.reports) else "unknown"

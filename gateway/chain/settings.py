@@ -1,0 +1,59 @@
+"""The `[chain]` table of the gateway config: the node, the market and the household Reports go to.
+
+Read strictly like the rest of the config (gateway/config/gateway.py): an address that is not 0x + 40
+hex digits, or an RPC that is not a URL, fails at start-up with the key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.schema import Fields
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    rpc: str  # JSON-RPC URL of a node ("embedded" is reserved for `drgw demo`)
+    market: str  # DRMarket contract address
+    household: str  # the household's wallet, registered on chain with this gateway's address
+    poa: bool  # add web3's ExtraDataToPOAMiddleware (QBFT / Clique consortium chains)
+    sender_key: Path | None  # key that pays gas for Reports; None = the gateway key itself
+    outbox: Path  # SQLite file of the chain outbox (signed transactions, queued Reports)
+    poll_interval: float  # seconds between polls for awards and window changes
+
+
+
+def _address(f: Fields, key: str) -> str:
+    value = f.require_str(key)
+    if not (value.startswith("0x") and len(value) == 42):
+        f.fail(key, f"{value!r} is not an Ethereum address (0x + 40 hex digits)")
+    try:
+        int(value[2:], 16)
+    except ValueError:
+        f.fail(key, f"{value!r} is not an Ethereum address (0x + 40 hex digits)")
+    return value
+
+
+def parse_chain(f: Fields, *, base: Path, store_path: Path) -> ChainConfig:
+    rpc = f.require_str("rpc")
+    if not rpc.startswith(("http://", "https://", "ws://", "wss://")):
+        f.fail("rpc", f"{rpc!r}: write the node's JSON-RPC URL, e.g. http://127.0.0.1:8545")
+    key = f.optional_str("sender_key")
+    outbox = f.optional_str("outbox")
+    interval = f.optional_number("poll_interval") or 15.0
+    if interval <= 0:
+        f.fail("poll_interval", "seconds between chain polls must be > 0")
+    cfg = ChainConfig(
+        rpc=rpc, market=_address(f, "market"), household=_address(f, "household"),
+        poa=bool(f.optional_bool("poa")),
+        sender_key=None if key is None else _rel(Path(key), base),
+        outbox=_rel(Path(outbox), base) if outbox else store_path.with_name("chain-outbox.sqlite"),
+        poll_interval=interval,
+    )
+    f.reject_unknown()
+    return cfg
+
+
+def _rel(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path

@@ -1,1 +1,0 @@
-"""Pure domain logic: profiles, register codecs, read planning, records. No I/O, no clock."""

@@ -1,0 +1,24 @@
+"""Build a link and its bus settings from what a user typed (`--tcp HOST:PORT` or `--serial PORT`)."""
+
+from __future__ import annotations
+
+from gateway.device.bus import BusSettings
+from gateway.device.transport import Link, SerialLink, TcpLink, parse_host_port
+from gateway.errors import ConfigError
+from gateway.protocol.modbus import char_time, silent_interval
+
+
+def make_link(*, tcp: str | None = None, serial: str | None = None, baud: int = 9600,
+              parity: str = "N", stopbits: int = 1, frame_gap: float | None = None
+              ) -> tuple[Link, BusSettings]:
+    if (tcp is None) == (serial is None):
+        raise ConfigError("give exactly one of --tcp HOST:PORT or --serial PORT")
+    if tcp is not None:
+        host, port = parse_host_port(tcp)
+        return TcpLink(host, port), BusSettings(framing="tcp", frame_gap=frame_gap or 0.0)
+    assert serial is not None
+    if parity not in ("N", "E", "O"):
+        raise ConfigError(f"parity {parity!r} is not valid; use N, E or O")
+    gap = silent_interval(baud, parity, stopbits) if frame_gap is None else frame_gap
+    return (SerialLink(serial, baud=baud, parity=parity, stopbits=stopbits),
+            BusSettings(framing="rtu", frame_gap=gap, char_time=char_time(baud, parity, stopbits)))

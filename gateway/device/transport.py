@@ -1,0 +1,191 @@
+"""Byte transports for the device layer: Modbus TCP sockets and serial ports (RS-485), asyncio.
+
+A `Link` only moves bytes; framing lives in gateway.protocol.modbus. The serial link opens the port with
+pyserial (which sets baud, parity and raw mode through termios) and then waits for readability with
+the event loop's `add_reader`: no polling loop, no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Protocol
+
+from gateway.errors import ConfigError, DrgwError
+
+
+class LinkError(DrgwError):
+    """The transport itself failed: connection refused or lost, port missing."""
+
+
+class Link(Protocol):
+    """What a bus owner needs from a transport."""
+
+    description: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def write(self, data: bytes) -> None: ...
+    async def read(self, timeout: float) -> bytes:
+        """Wait at most `timeout` seconds for some bytes; return b"" when none arrived."""
+        ...
+    def discard_input(self) -> None: ...
+    @property
+    def is_open(self) -> bool: ...
+
+
+def parse_host_port(text: str, *, default_port: int = 502) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{text!r}: the port must be a number 1..65535, as in 127.0.0.1:502")
+    return host.strip("[]"), int(port)
+
+
+class TcpLink:
+    """A Modbus TCP connection, reopened on demand after a failure."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout: float = 3.0) -> None:
+        self.host, self.port = host, port
+        self.description = f"tcp://{host}:{port}"
+        self._connect_timeout = connect_timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def open(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self._connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise LinkError(f"{self.description}: cannot connect ({exc or 'timeout'}); is the "
+                            "device powered and the address right?") from exc
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            # Bounded: a peer that never acknowledges the close must not hold up a shutdown.
+            with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def write(self, data: bytes) -> None:
+        if self._writer is None:
+            await self.open()
+        assert self._writer is not None
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, ConnectionError) as exc:
+            await self.close()
+            raise LinkError(f"{self.description}: connection lost while sending ({exc})") from exc
+
+    async def read(self, timeout: float) -> bytes:
+        if self._reader is None:
+            raise LinkError(f"{self.description}: not connected")
+        try:
+            data = await asyncio.wait_for(self._reader.read(4096), timeout)
+        except TimeoutError:
+            return b""
+        except (OSError, ConnectionError) as exc:
+            await self.close()
+            raise LinkError(f"{self.description}: connection lost ({exc})") from exc
+        if not data:
+            await self.close()
+            raise LinkError(f"{self.description}: the device closed the connection")
+        return data
+
+    def discard_input(self) -> None:
+        # TCP frames carry transaction ids; stale answers are dropped by the codec instead.
+        return
+
+
+class SerialLink:
+    """An RS-485 serial port (or a pty standing in for one)."""
+
+    def __init__(self, port: str, *, baud: int = 9600, parity: str = "N", stopbits: int = 1) -> None:
+        self.port, self.baud, self.parity, self.stopbits = port, baud, parity, stopbits
+        self.description = f"serial://{port}@{baud}{parity}{stopbits}"
+        self._serial: object | None = None
+        self._fd = -1
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    async def open(self) -> None:
+        import serial  # pyserial: imported here so TCP-only installs never load it
+
+        try:
+            port = serial.Serial(self.port, baudrate=self.baud, parity=self.parity,
+                                 stopbits=self.stopbits, bytesize=8, timeout=0, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            hint = ("add the user to the 'dialout' group" if "ermission" in str(exc)
+                    else "check the port name with `ls /dev/serial/by-id/`")
+            raise LinkError(f"{self.port}: cannot open the serial port ({exc}); {hint}") from exc
+        self._serial = port
+        self._fd = port.fileno()
+        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._chunks.put_nowait(data)
+        else:  # hang-up (the other end of a pty closed, a USB adapter unplugged)
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._chunks.put_nowait(b"")
+
+    async def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._fd)
+        if self._serial is not None:
+            self._serial.close()  # type: ignore[attr-defined]
+        self._serial, self._fd = None, -1
+
+    async def write(self, data: bytes) -> None:
+        if self._fd < 0:
+            await self.open()
+        view = memoryview(data)
+        loop = asyncio.get_running_loop()
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                fut: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(self._fd, fut.set_result, None)
+                try:
+                    await fut
+                finally:
+                    loop.remove_writer(self._fd)
+                continue
+            except OSError as exc:
+                raise LinkError(f"{self.port}: write failed ({exc})") from exc
+            view = view[n:]
+
+    async def read(self, timeout: float) -> bytes:
+        if self._fd < 0:
+            raise LinkError(f"{self.port}: not open")
+        try:
+            data = await asyncio.wait_for(self._chunks.get(), timeout)
+        except TimeoutError:
+            return b""
+        if not data:
+            await self.close()
+            raise LinkError(f"{self.port}: the port hung up")
+        return data
+
+    def discard_input(self) -> None:
+        while not self._chunks.empty():
+            self._chunks.get_nowait()

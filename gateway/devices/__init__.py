@@ -1,1 +1,0 @@
-"""Device layer: one asyncio owner per physical bus, transports, Modbus client codec."""

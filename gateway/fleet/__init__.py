@@ -1,1 +1,0 @@
-"""Aggregator-side tools: fleet roster, live stream checker, signed command sender."""

@@ -1,0 +1,1 @@
+"""The DR market's pure reference model: clearing, settlement, verification, reputation, scenarios."""

@@ -1,0 +1,264 @@
+"""Reference model of the DR market contract: target, merit-order clearing, settlement, verification.
+
+Pure integer arithmetic in exactly the contract's units (docs/market.md), so that a differential test
+can demand identical results from the EVM and from this module:
+
+- power in W, signed (negative = reduce load); energy in Wh; time in unix seconds;
+- money in milli-tokens (mtok, the token's base unit, 3 decimals); prices in mtok/kWh;
+- currency prices in micro-currency/kWh; the token rate in mtok per currency unit;
+- omega (discomfort sensitivity) in mtok/kWh per kW; tolerance in basis points.
+
+Every division rounds toward zero, and every operand is non-negative, so `//` matches Solidity.
+Reputation rules live in `gateway.market.reputation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+MAX_POWER_W = 1_000_000
+MS_PER_HOUR_KW = 3_600_000  # seconds per hour x W per kW: mtok/kWh x W x s / 3_600_000 = mtok
+
+# Why a bid did not take part in a window ("" = eligible). The contract only reports the eligible
+# set; these names are the model's explanation of it.
+ELIGIBLE = ""
+LATE = "submitted after announcement"
+WRONG_DIRECTION = "wrong direction"
+RANGE = "time range does not cover the window"
+HOUSEHOLD_SUSPENDED = "household suspended"
+AGGREGATOR_SUSPENDED = "aggregator suspended"
+
+# Why a window was voided at clearing (the contract's WindowVoided reason codes).
+VOID_NONE = 0
+VOID_NO_ELIGIBLE_BIDS = 1
+VOID_TARGET_ZERO = 2
+VOID_CLEARED_TOO_LATE = 3
+
+
+class Mode(Enum):
+    """How the operator values a kWh of response: shift (dEc = 0) or curtail (dEc = retail)."""
+
+    SHIFT = 0
+    CURTAIL = 1
+
+
+class Outcome(Enum):
+    """A winner's verification result; the value is the contract's outcome code."""
+
+    PERFORMED = 0
+    SHORTFALL = 1
+    NO_REPORT = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bid:
+    """A household's offer. `id` is its submission order (the contract's bid id, from 1)."""
+
+    id: int
+    household: str
+    from_s: int
+    to_s: int
+    power_w: int
+    rated_w: int
+    price_mtok: int
+
+    @property
+    def magnitude_w(self) -> int:
+        return abs(self.power_w)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowSpec:
+    """What the operator announces. Bids with id < `cutoff` were placed before the announcement."""
+
+    start_s: int
+    end_s: int
+    retail_micro: int
+    realtime_micro: int
+    omega_milli: int
+    mode: Mode
+    cutoff: int
+
+    @property
+    def seconds(self) -> int:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """The announcement's derived values: wanted direction, spread, dEc and the optimum in W."""
+
+    reduce: bool
+    spread_mtok: int
+    dec_mtok: int
+    optimum_w: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Clearing:
+    """Result of clearing one window. `order` lists eligible bid ids in merit order."""
+
+    target_w: int
+    clearing_price_mtok: int
+    awards: Mapping[int, int]  # bid id -> awarded W (0 for eligible losers)
+    order: tuple[int, ...]
+    reasons: Mapping[int, str]  # bid id -> "" or why it was not eligible
+    void_reason: int
+
+    @property
+    def winners(self) -> tuple[int, ...]:
+        return tuple(b for b in self.order if self.awards[b] > 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BidResult:
+    """Settlement and verification of one eligible bid."""
+
+    bid_id: int
+    household: str
+    award_w: int
+    payment_mtok: int
+    outcome: Outcome | None  # None for eligible losers
+    deposit_mtok: int
+    refunded_mtok: int
+    forfeited_mtok: int
+
+
+def deposit_mtok(rated_w: int, deposit_per_kw_mtok: int) -> int:
+    """Deposit escrowed with a bid: deposit rate x rated kW, rounded down."""
+    return deposit_per_kw_mtok * rated_w // 1000
+
+
+def target_of(window: WindowSpec, mtok_per_currency: int) -> Target:
+    """spread = |rt - retail| x rate; dEc = retail x rate (curtail) or 0; optimum = (dEc+spread)/2w."""
+    if window.omega_milli <= 0:
+        raise ValueError("omega_milli must be positive")
+    diff = abs(window.realtime_micro - window.retail_micro)
+    spread = diff * mtok_per_currency // 1_000_000
+    curtail = window.mode is Mode.CURTAIL
+    dec = window.retail_micro * mtok_per_currency // 1_000_000 if curtail else 0
+    optimum = min((spread + dec) * 1000 // (2 * window.omega_milli), 2**32 - 1)
+    reduce = curtail or window.realtime_micro >= window.retail_micro
+    return Target(reduce=reduce, spread_mtok=spread, dec_mtok=dec, optimum_w=optimum)
+
+
+def eligibility(
+    bid: Bid, window: WindowSpec, target: Target, suspended: Mapping[str, str]
+) -> str:
+    """Why `bid` cannot take part in `window`, or "" when it can (same order as the contract)."""
+    if bid.id >= window.cutoff:
+        return LATE
+    if (bid.power_w < 0) != target.reduce:
+        return WRONG_DIRECTION
+    if bid.from_s > window.start_s or bid.to_s < window.end_s:
+        return RANGE
+    return suspended.get(bid.household, ELIGIBLE)
+
+
+def clear(
+    open_bids: Iterable[Bid],
+    window: WindowSpec,
+    target: Target,
+    *,
+    now_s: int,
+    suspended: Mapping[str, str] | None = None,
+) -> Clearing:
+    """Merit order: price ascending, ties by submission; the marginal bid fills the target exactly."""
+    bids = sorted(open_bids, key=lambda b: b.id)
+    reasons = {b.id: eligibility(b, window, target, suspended or {}) for b in bids}
+    eligible = [b for b in bids if reasons[b.id] == ELIGIBLE]
+    total = sum(b.magnitude_w for b in eligible)
+    target_w = min(total, target.optimum_w)
+    void = VOID_NONE
+    if now_s >= window.start_s:
+        void = VOID_CLEARED_TOO_LATE
+    elif not eligible:
+        void = VOID_NO_ELIGIBLE_BIDS
+    elif target_w == 0:
+        void = VOID_TARGET_ZERO
+    if void != VOID_NONE:
+        return Clearing(target_w=0, clearing_price_mtok=0, awards={}, order=(), reasons=reasons,
+                        void_reason=void)
+    eligible.sort(key=lambda b: (b.price_mtok, b.id))
+    remaining = target_w
+    price = 0
+    awards: dict[int, int] = {}
+    for b in eligible:
+        award = min(remaining, b.magnitude_w)
+        awards[b.id] = award
+        if award > 0:
+            remaining -= award
+            price = b.price_mtok
+    return Clearing(target_w=target_w, clearing_price_mtok=price, awards=awards,
+                    order=tuple(b.id for b in eligible), reasons=reasons, void_reason=VOID_NONE)
+
+
+def payment_mtok(clearing_price_mtok: int, award_w: int, seconds: int) -> int:
+    """Clearing price x awarded kW x window hours, in mtok, rounded down."""
+    return clearing_price_mtok * award_w * seconds // MS_PER_HOUR_KW
+
+
+def delivered_wh(*, reduce: bool, baseline_wh: int, actual_wh: int) -> int:
+    """Response in the wanted direction; the contract rejects a Report whose value differs."""
+    return baseline_wh - actual_wh if reduce else actual_wh - baseline_wh
+
+
+def verdict(delivered: int | None, award_w: int, seconds: int, tolerance_bps: int) -> Outcome:
+    """Performed iff delivered Wh >= (1 - tolerance) x awarded energy, compared without division."""
+    if delivered is None:
+        return Outcome.NO_REPORT
+    if delivered < 0:
+        return Outcome.SHORTFALL
+    need = award_w * seconds * (10_000 - tolerance_bps)
+    return Outcome.PERFORMED if delivered * 3600 * 10_000 >= need else Outcome.SHORTFALL
+
+
+def settle_and_check(
+    clearing: Clearing,
+    bids: Sequence[Bid],
+    window: WindowSpec,
+    *,
+    delivered: Mapping[str, int],
+    deposit_per_kw_mtok: int,
+    tolerance_bps: int,
+) -> tuple[BidResult, ...]:
+    """Payments (winners that reported) and deposit outcomes, in merit order.
+
+    `delivered` maps each household that had a Report accepted to its delivered Wh; the verdict
+    is per household, against the sum of its awards, and applies to each of its winning bids.
+    """
+    by_id = {b.id: b for b in bids}
+    award_total: dict[str, int] = {}
+    for bid_id, award in clearing.awards.items():
+        household = by_id[bid_id].household
+        award_total[household] = award_total.get(household, 0) + award
+    results = []
+    for bid_id in clearing.order:
+        b = by_id[bid_id]
+        award = clearing.awards[bid_id]
+        deposit = deposit_mtok(b.rated_w, deposit_per_kw_mtok)
+        outcome: Outcome | None = None
+        payment = 0
+        if award > 0:
+            reported = b.household in delivered
+            if reported:
+                payment = payment_mtok(clearing.clearing_price_mtok, award, window.seconds)
+            outcome = verdict(delivered.get(b.household), award_total[b.household],
+                              window.seconds, tolerance_bps)
+        kept = outcome in (None, Outcome.PERFORMED)
+        results.append(BidResult(
+            bid_id=bid_id, household=b.household, award_w=award, payment_mtok=payment,
+            outcome=outcome, deposit_mtok=deposit, refunded_mtok=deposit if kept else 0,
+            forfeited_mtok=0 if kept else deposit,
+        ))
+    return tuple(results)
+
+
+def operator_gain_mtok(target: Target, clearing: Clearing, seconds: int) -> int:
+    """(spread - clearing price) x total awarded kW x hours; may be negative. Report-only figure."""
+    total_w = sum(clearing.awards.values())
+    margin = target.spread_mtok - clearing.clearing_price_mtok
+    sign = -1 if margin < 0 else 1
+    return sign * (abs(margin) * total_w * seconds // MS_PER_HOUR_KW)

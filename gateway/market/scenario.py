@@ -1,0 +1,205 @@
+"""DR market scenario files (`drgw market simulate SCENARIO.toml`), read strictly into integer units.
+
+An unknown key, a missing key or an out-of-range value fails with the file, the key and the fix.
+Times are clock times on `window.date`, converted to unix seconds as if they were UTC: only their
+differences matter to the market. Conversions (docs/market.md): kW -> W, tokens -> mtok, currency ->
+micro-currency, omega -> mtok/kWh per kW, tolerance -> basis points, each rounded to nearest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.market.model import MAX_POWER_W, Mode
+
+MARKET_KEYS = {
+    "token_per_currency": "tokens per currency unit, e.g. 1000",
+    "contract_price": "retail price in currency/kWh, e.g. 0.60",
+    "realtime_price": "real-time price in currency/kWh, e.g. 0.68",
+    "omega": "discomfort sensitivity, e.g. 1.2",
+    "mode": '"shift" or "curtail"',
+    "deposit_per_kw": "tokens of deposit per kW of rated power, e.g. 100",
+    "tolerance": "allowed shortfall as a fraction, e.g. 0.05",
+    "lockout_minutes": "minutes from announcement to window start, e.g. 10",
+}
+MARKET_OPTIONAL = {"report_grace_minutes": "minutes after the window for Reports (default 0)"}
+WINDOW_KEYS = {"date": '"2024-07-01"', "start": '"18:30"', "end": '"18:40"',
+               "announced_at": '"18:20"'}
+BID_KEYS = {"id": '"h1-ac"', "household": '"h1"', "rated_kw": "3.0", "from": '"18:00"',
+            "to": '"19:00"', "price": "tokens/kWh, e.g. 31.5", "kw": "-2.0 (negative = reduce)",
+            "submitted_at": '"09:12"'}
+BID_OPTIONAL = {"actual_kw": "measured response if the bid wins (default: kw)"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScenarioBid:
+    """One `[[bid]]`, in contract units; `actual_w` is the response its meter measures."""
+
+    key: str
+    household: str
+    rated_w: int
+    from_s: int
+    to_s: int
+    price_mtok: int
+    power_w: int
+    submitted_s: int
+    actual_w: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """A whole DR window: market parameters, the window and the bids, in contract units."""
+
+    source: str
+    mtok_per_currency: int
+    retail_micro: int
+    realtime_micro: int
+    omega_milli: int
+    mode: Mode
+    deposit_per_kw_mtok: int
+    tolerance_bps: int
+    lockout_s: int
+    report_grace_s: int
+    start_s: int
+    end_s: int
+    announced_s: int
+    bids: tuple[ScenarioBid, ...]
+
+    @property
+    def households(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(b.household for b in self.bids))
+
+
+def load_scenario(text: str, *, source: str) -> Scenario:
+    """Parse TOML text; `source` (the file name) goes into every error message."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return parse_scenario(data, source=source)
+
+
+def parse_scenario(data: Mapping[str, Any], *, source: str) -> Scenario:
+    _keys(data, {"market": "", "window": "", "bid": ""}, {}, source, "")
+    market = _table(data, "market", source)
+    window = _table(data, "window", source)
+    _keys(market, MARKET_KEYS, MARKET_OPTIONAL, source, "market.")
+    _keys(window, WINDOW_KEYS, {}, source, "window.")
+    p = _Reader(source)
+    try:
+        date = dt.date.fromisoformat(str(window["date"]))
+    except ValueError as exc:
+        raise ConfigError(f'{source}: window.date must be "YYYY-MM-DD", e.g. "2024-07-01"') from exc
+    mode_name = market["mode"]
+    if mode_name not in ("shift", "curtail"):
+        raise ConfigError(f'{source}: market.mode must be "shift" or "curtail", not {mode_name!r}')
+    rows = data.get("bid", [])
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{source}: add at least one [[bid]] table (keys: {', '.join(BID_KEYS)})")
+    bids = tuple(_bid(row, i, date, p) for i, row in enumerate(rows))
+    keys = [b.key for b in bids]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"{source}: bid id {dup!r} is used twice; give every [[bid]] its own id")
+    scenario = Scenario(
+        source=source,
+        mtok_per_currency=p.scaled(market, "market.token_per_currency", 1000, low=1),
+        retail_micro=p.scaled(market, "market.contract_price", 1_000_000, low=0),
+        realtime_micro=p.scaled(market, "market.realtime_price", 1_000_000, low=0),
+        omega_milli=p.scaled(market, "market.omega", 1000, low=1),
+        mode=Mode.SHIFT if mode_name == "shift" else Mode.CURTAIL,
+        deposit_per_kw_mtok=p.scaled(market, "market.deposit_per_kw", 1000, low=0),
+        tolerance_bps=p.scaled(market, "market.tolerance", 10_000, low=0, high=10_000),
+        lockout_s=p.scaled(market, "market.lockout_minutes", 60, low=0),
+        report_grace_s=p.scaled(market, "market.report_grace_minutes", 60, low=0, default=0),
+        start_s=p.clock(window, "window.start", date),
+        end_s=p.clock(window, "window.end", date),
+        announced_s=p.clock(window, "window.announced_at", date),
+        bids=bids,
+    )
+    if scenario.end_s <= scenario.start_s:
+        raise ConfigError(f"{source}: window.end must be after window.start")
+    if scenario.start_s - scenario.announced_s < scenario.lockout_s:
+        raise ConfigError(
+            f"{source}: window.announced_at must be at least market.lockout_minutes before "
+            "window.start; announce earlier or shorten the lockout"
+        )
+    return scenario
+
+
+def _bid(row: Any, index: int, date: dt.date, p: _Reader) -> ScenarioBid:
+    where = f"bid[{index}]."
+    if not isinstance(row, dict):
+        raise ConfigError(f"{p.source}: [[bid]] number {index + 1} must be a table")
+    _keys(row, BID_KEYS, BID_OPTIONAL, p.source, where)
+    power = p.scaled(row, where + "kw", 1000, low=-MAX_POWER_W, high=MAX_POWER_W)
+    if power == 0:
+        raise ConfigError(f"{p.source}: {where}kw must not be 0 (negative reduces, positive adds)")
+    rated = p.scaled(row, where + "rated_kw", 1000, low=abs(power), high=MAX_POWER_W)
+    bid = ScenarioBid(
+        key=str(row["id"]), household=str(row["household"]), rated_w=rated,
+        from_s=p.clock(row, where + "from", date), to_s=p.clock(row, where + "to", date),
+        price_mtok=p.scaled(row, where + "price", 1000, low=0),
+        power_w=power, submitted_s=p.clock(row, where + "submitted_at", date),
+        actual_w=p.scaled(row, where + "actual_kw", 1000, low=-10 * MAX_POWER_W,
+                          high=10 * MAX_POWER_W, default=row["kw"]),
+    )
+    if bid.to_s <= bid.from_s:
+        raise ConfigError(f"{p.source}: {where}to must be after {where}from")
+    return bid
+
+
+class _Reader:
+    """Reads one typed value, naming the file and the dotted key when it is wrong."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def scaled(self, table: Mapping[str, Any], key: str, scale: int, *, low: int,
+               high: int | None = None, default: Any = None) -> int:
+        name = key.rsplit(".", 1)[-1]
+        value = table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self.source}: {key} must be a number, not {value!r}")
+        units = round(value * scale)
+        if units < low or (high is not None and units > high):
+            bound = f"between {low / scale:g} and {high / scale:g}" if high is not None else (
+                f"at least {low / scale:g}")
+            raise ConfigError(f"{self.source}: {key} = {value!r} is out of range; use {bound}")
+        return units
+
+    def clock(self, table: Mapping[str, Any], key: str, date: dt.date) -> int:
+        value = table[key.rsplit(".", 1)[-1]]
+        try:
+            t = dt.time.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ConfigError(f'{self.source}: {key} must be a clock time "HH:MM", '
+                              f"not {value!r}") from exc
+        moment = dt.datetime.combine(date, t, tzinfo=dt.UTC)
+        return int(moment.timestamp())
+
+
+def _table(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
+    table = data.get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: add a [{name}] table")
+    return table
+
+
+def _keys(table: Mapping[str, Any], required: Mapping[str, str], optional: Mapping[str, str],
+          source: str, where: str) -> None:
+    known = {**required, **optional}
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{source}: key {where}{key!r} is not valid{hint}")
+    for key, example in required.items():
+        if key not in table and example:
+            raise ConfigError(f"{source}: {where}{key} is missing; add e.g. {key} = {example}")

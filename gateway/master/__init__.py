@@ -1,0 +1,1 @@
+"""The master station: the aggregator's side (fleet roster, stream checks, commands, market operation)."""

@@ -1,0 +1,1 @@
+"""Measurement: signed EIP-712 records, wire format, Merkle roots, the gateway identity, the store."""

@@ -1,1 +1,0 @@
-"""Network layer: MQTT publisher, fleet commands, topic contract."""

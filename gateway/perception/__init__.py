@@ -1,0 +1,1 @@
+"""Perception: profiles, register codecs, the read planner, decoders: words in, typed readings out."""

@@ -1,5 +1,0 @@
-"""Durable local storage (SQLite): measurements, outboxes, Merkle roots, counters."""
-
-from gateway.store.store import EVICTION_REASONS, MerkleInterval, OutboxItem, Store
-
-__all__ = ["EVICTION_REASONS", "MerkleInterval", "OutboxItem", "Store"]

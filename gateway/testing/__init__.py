@@ -1,0 +1,1 @@
+"""Fakes of drgw's own narrow interfaces for tests and benchmarks (never imported by production code)."""
