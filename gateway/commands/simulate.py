@@ -41,7 +41,17 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def require_simulator(command: str) -> None:
+    """The simulated firmware needs pymodbus, an optional extra: say how to install it."""
+    try:
+        import pymodbus  # noqa: F401  (about to be imported by the simulator anyway)
+    except ImportError:
+        raise ConfigError(f"{command} runs simulated meters, which need pymodbus: install the "
+                          "simulator with `pip install 'drgw[sim]'` (./scripts/setup does)") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    require_simulator("drgw simulate")
     from firmware_shims.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
