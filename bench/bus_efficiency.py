@@ -29,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.config.profiles import load_profile
 from gateway.device.bus import BusOwner, BusSettings
 from gateway.device.device import DeviceSpec
 from gateway.device.transport import SerialLink
-from gateway.perception.profiles import load_profile
 from gateway.perception.readings import Sample
 from gateway.protocol import modbus
 

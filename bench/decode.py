@@ -14,15 +14,11 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.device.device import (
-    DeviceSpec,
-    DeviceState,
-    decode_read,
-    decode_read_reference,
-)
+from gateway.config.profiles import load_profile
+from gateway.device.device import DeviceSpec, DeviceState
 from gateway.perception.codec import encode_point
+from gateway.perception.decoders import decode_read, decode_read_reference
 from gateway.perception.planner import PlannedRead
-from gateway.perception.profiles import load_profile
 from gateway.perception.readings import Reading
 
 Decode = Callable[[DeviceState, PlannedRead, Sequence[int], float], list[Reading]]

@@ -45,22 +45,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.device.device import DeviceSpec, DeviceState, decode_read  # noqa: E402
+from gateway.config.profiles import load_profile  # noqa: E402
+from gateway.device.device import DeviceSpec, DeviceState  # noqa: E402
 from gateway.measurement.identity import GatewayKey  # noqa: E402
-from gateway.measurement.record import (  # noqa: E402
-    MeasurementChain,
-    encode_batch,
-    measurement_domain,
-    to_wire,
-)
+from gateway.measurement.record import MeasurementChain, measurement_domain  # noqa: E402
 from gateway.measurement.store.database import Store  # noqa: E402
+from gateway.measurement.wire import encode_batch, to_wire  # noqa: E402
 from gateway.network import payloads, topics  # noqa: E402
 from gateway.network.link import MqttLink  # noqa: E402
 from gateway.network.publisher import Publisher, PublishLimits  # noqa: E402
 from gateway.network.settings import LinkSettings  # noqa: E402
 from gateway.perception.codec import encode_point  # noqa: E402
+from gateway.perception.decoders import decode_read  # noqa: E402
 from gateway.perception.planner import PlannedRead  # noqa: E402
-from gateway.perception.profiles import load_profile  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
 
 BATCH = 50  # records per published batch, the agent's default

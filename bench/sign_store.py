@@ -12,10 +12,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.config.profiles import load_profile
 from gateway.measurement.identity import GatewayKey
-from gateway.measurement.record import MeasurementChain, ScaledReading, measurement_domain, to_wire
+from gateway.measurement.record import MeasurementChain, ScaledReading, measurement_domain
 from gateway.measurement.store import Store
-from gateway.perception.profiles import load_profile
+from gateway.measurement.wire import to_wire
 from gateway.perception.readings import Quality, Reading
 
 # TEST-ONLY key (a well-known example key): never use it for a real gateway.

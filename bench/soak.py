@@ -48,7 +48,8 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from gateway.master.watch import StreamChecker  # noqa: E402
-from gateway.measurement.record import from_wire, measurement_domain, struct_hash  # noqa: E402
+from gateway.measurement.record import measurement_domain, struct_hash  # noqa: E402
+from gateway.measurement.wire import from_wire  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
 
 DRGW = [sys.executable, "-m", "gateway.cli"]

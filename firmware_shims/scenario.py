@@ -29,8 +29,9 @@ from firmware_shims.physics import Grid
 from firmware_shims.registers import Value
 from firmware_shims.servers import split_host_port
 from firmware_shims.wire import BAUD_RATES, LineSettings
+from gateway.config.profiles import load_profile
 from gateway.errors import ConfigError
-from gateway.perception.profiles import Profile, load_profile
+from gateway.perception.profiles import Profile
 from gateway.protocol import dlt645
 from gateway.schema import Fields
 

@@ -3,14 +3,14 @@
 Synchronous (web3 is); the loop calls it from one worker thread so that one nonce owner sends and
 the asyncio loop never blocks on the node. Awards are read from the household's registry entry
 (`awardWindow`, `awardW`) and the window itself, not from logs, so a gateway that was offline during
-clearing still learns its award on the next poll. `FakeMarketPort` is the same interface for tests of
-the loop that do not need a chain.
+clearing still learns its award on the next poll. gateway/testing/fake_market.py has the in-memory
+fake of the same interface, for tests of the loop that do not need a chain.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,7 +64,7 @@ class Web3MarketPort:
 
         self.w3 = w3
         self.market_address = market
-        self.household = w3.to_checksum_address(household)
+        self.household: str = w3.to_checksum_address(household)
         probe = MarketClient(w3=w3, deployment=Deployment(chain_id=0, token=market, market=market))
         token = probe.market.functions.token().call()
         self.chain_id = int(w3.eth.chain_id)
@@ -188,26 +188,3 @@ class LazyMarketPort:
 def _amount(event: Any) -> int:
     return int(event["args"]["amount"])  # BidPaid, DepositRefunded, DepositForfeited (DRMarket.sol)
 
-
-@dataclass
-class FakeMarketPort:
-    """In-memory stand-in: tests queue awards and read back the Reports the loop submitted."""
-
-    household: str = "0x" + "11" * 20
-    awards: list[Award] = field(default_factory=list)
-    reports: list[Report] = field(default_factory=list)
-    settlements: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def poll_awards(self) -> list[Award]:
-        out, self.awards = self.awards, []
-        return out
-
-    def submit(self, report: Report) -> Submission:
-        self.reports.append(report)
-        return Submission(state="accepted", report_id=len(self.reports))
-
-    def settlement(self, window: int) -> dict[str, Any] | None:
-        return self.settlements.get(window)
-
-    def report_state(self, report_id: int) -> str:
-        return "accepted" if 0 < report_id <= len(self.reports) else "unknown"

@@ -23,7 +23,7 @@ from typing import Any
 from gateway.errors import ConfigError
 from gateway.loop.checker import DEFAULT_MAX_GAP_S
 from gateway.loop.journal import ActionRow, EventRow, Journal
-from gateway.loop.plot import Sample, draw, picture, samples
+from gateway.loop.plot import Sample, plot_event, samples, verdict_word
 
 DEFAULT_CONFIG = Path("/etc/drgw/drgw.toml")
 NONE = "—"
@@ -109,14 +109,6 @@ def window_text(start_s: float, end_s: float) -> str:
     else:
         end = _iso(b)
     return f"{_iso(a)}/{end}"
-
-
-def verdict_word(outcome: Mapping[str, Any] | None) -> str | None:
-    """"performed" or "short" once judged, None before (or for a cancelled event)."""
-    verdict = outcome.get("verdict") if outcome else None
-    if not isinstance(verdict, Mapping) or "performed" not in verdict:
-        return None
-    return "performed" if verdict["performed"] else "short"
 
 
 def _kwh(wh: float | None) -> str:
@@ -323,24 +315,12 @@ def run_show(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- plot
 
-def plot_title_verdict(event: EventRow, outcome: Mapping[str, Any] | None) -> str:
-    word = verdict_word(outcome)
-    if word == "short":
-        shortfall = (outcome or {}).get("verdict", {}).get("shortfall_wh")
-        return "short" if shortfall is None else f"short by {shortfall} Wh"
-    return word or f"no verdict ({event.state})"
-
-
 def run_plot(args: argparse.Namespace) -> int:
     if not (100 <= args.width <= 10_000 and 100 <= args.height <= 10_000):
         raise ConfigError(f"event plot: --width {args.width} / --height {args.height}: give 100..10000 "
                           "pixels each")
     with open_journal(args) as journal:
         event = find_event(journal, args.event)
-        pic = picture(event, trace=samples(journal.trace(event.event_id)),
-                      actions=journal.actions(event.event_id),
-                      verdict=plot_title_verdict(event, journal.outcome(event.event_id)))
-    tz = local(event.start_s).tzinfo
-    assert tz is not None  # astimezone() always attaches one
-    print(draw(pic, args.out, width_px=args.width, height_px=args.height, tz=tz))
+        print(plot_event(journal, event.event_id, args.out, width_px=args.width,
+                         height_px=args.height))
     return 0

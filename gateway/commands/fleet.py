@@ -7,10 +7,10 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import wall_ms
 from gateway.errors import ConfigError
 from gateway.master.operations import fleet_cmd, fleet_list, fleet_watch
 from gateway.master.watch import Finding
@@ -65,7 +65,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
         return 0
-    now = time.time() * 1000
+    now = wall_ms()
     print(f"{'GATEWAY':44} {'STATE':8} {'VERSION':10} {'CONFIG':12} {'LAST SEEN':>10} BACKLOG")
     for r in rows:
         state = {True: "online", False: "offline", None: "?"}[r.online]

@@ -153,9 +153,9 @@ def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, p
     import asyncio
 
     from gateway.commands.scan import parse_units
+    from gateway.config.profiles import load_all
     from gateway.device.probe import Found, draft_config, scan_link
     from gateway.device.transport import LinkError
-    from gateway.perception.profiles import load_all
 
     try:
         unit_ids = parse_units(units)

@@ -24,13 +24,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     market = sub.add_parser("market", help="the DR market: simulate a window or operate one",
                             description="The blockchain DR market (docs/market.md).")
     cmds = market.add_subparsers(dest="market_command", metavar="SUBCOMMAND", required=True)
+    # In this order in `drgw market --help`.
+    for add in (_add_simulate, _add_deploy, _add_register, _add_announce, _add_phases, _add_status,
+                _add_reputation_sim):
+        add(cmds)
 
+
+def _add_simulate(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("simulate", help="run one DR window of a scenario on the embedded chain")
     p.add_argument("scenario", metavar="SCENARIO", type=Path,
                    help="scenario TOML, e.g. examples/market/evening-peak.toml")
     p.add_argument("--json", action="store_true", help="print the settlement as one JSON object")
     p.set_defaults(func=run_simulate)
 
+
+def _add_deploy(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("deploy", help="deploy the token and the market (the key becomes operator)")
     _live(p)
     p.add_argument("--token-per-currency", type=float, default=1000.0,
@@ -44,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--treasury", help="address that pays winners (default: the operator)")
     p.set_defaults(func=run_deploy)
 
+
+def _add_register(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("register", help="register an aggregator or a household")
     _live(p)
     who = p.add_mutually_exclusive_group(required=True)
@@ -53,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--via", metavar="AGGREGATOR", help="the household's aggregator address")
     p.set_defaults(func=run_register)
 
+
+def _add_announce(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("announce", help="announce a DR window")
     _live(p)
     p.add_argument("--start", required=True, help="ISO 8601 time or unix seconds")
@@ -63,18 +75,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--mode", choices=("shift", "curtail"), default="shift")
     p.set_defaults(func=run_announce)
 
+
+def _add_phases(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for phase in PHASES:
         p = cmds.add_parser(phase, help=f"{phase} a DR window")
         _live(p)
         p.add_argument("--window", type=int, help="window id (default: the latest)")
         p.set_defaults(func=run_phase, phase=phase)
 
+
+def _add_status(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("status", help="show a window, its bids and the pending transactions")
     _live(p)
     p.add_argument("--window", type=int, help="window id (default: the latest)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_status)
 
+
+def _add_reputation_sim(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("reputation-sim", help="compare aggregator choice by reputation vs random")
     p.add_argument("--users", type=int, default=25)
     p.add_argument("--aggregators", type=int, default=4)

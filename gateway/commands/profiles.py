@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from gateway.config.profiles import load_profile, parse_profile, profile_paths
 from gateway.errors import ProfileError
-from gateway.perception.profiles import load_profile, parse_profile, profile_paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -8,12 +8,13 @@ import json
 import sys
 import time
 
+from gateway.config.profiles import load_profile
 from gateway.device.bus import BusOwner
 from gateway.device.connect import make_link
 from gateway.device.device import DeviceError, DeviceSpec
 from gateway.device.dlt645 import MeterSpec, find_meter, serial_owner
 from gateway.errors import ConfigError
-from gateway.perception.profiles import Profile, load_profile
+from gateway.perception.profiles import Profile
 from gateway.perception.readings import Quality, Reading
 from gateway.protocol import dlt645
 

@@ -13,7 +13,6 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.agent import trial
 from gateway.config.gateway import GatewayConfig, load_config
 from gateway.errors import ConfigError
 
@@ -31,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _load(path: Path) -> GatewayConfig:
+    from gateway.agent import trial  # here, not above: every drgw command imports this module
+
     try:
         return load_config(path)
     except ConfigError:
@@ -41,7 +42,7 @@ def _load(path: Path) -> GatewayConfig:
 
 
 async def _serve(config: GatewayConfig) -> int:
-    from gateway.agent.agent import Agent
+    from gateway.agent import Agent
     from gateway.measurement.keyfile import load_key
 
     password = None
@@ -58,7 +59,7 @@ async def _serve(config: GatewayConfig) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.agent.agent import RESTART
+    from gateway.agent import RESTART
     from gateway.ops.logs import configure
 
     config = _load(args.config)

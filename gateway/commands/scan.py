@@ -10,12 +10,13 @@ import asyncio
 import json
 import sys
 
+from gateway.config.profiles import load_all
 from gateway.device.device import DeviceError
 from gateway.device.dlt645 import find_meter
 from gateway.device.probe import Found, draft_config, scan_link
 from gateway.device.transport import LinkError
 from gateway.errors import ConfigError
-from gateway.perception.profiles import load_all
+from gateway.perception.profiles import Profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,6 +53,13 @@ def parse_units(text: str) -> list[int]:
     return sorted(units)
 
 
+def parse_bauds(text: str, *, example: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--bauds {text!r}: write rates like {example}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     if args.protocol == "dlt645":
         return run_dlt645(args)
@@ -61,44 +69,50 @@ def run(args: argparse.Namespace) -> int:
     profiles = [p for p in load_all() if p.probe is not None]
     if not profiles:
         raise ConfigError("no device profile has a probe; scanning needs at least one")
-    tty = sys.stderr.isatty() and not args.json
-    found: list[Found] = []
     bauds: list[int | None] = [None]
     if args.serial:
-        try:
-            bauds = [int(b) for b in args.bauds.split(",")]
-        except ValueError as exc:
-            raise ConfigError(f"--bauds {args.bauds!r}: write rates like 2400,9600,19200") from exc
+        bauds = list(parse_bauds(args.bauds, example="2400,9600,19200"))
+    found: list[Found] = []
     for baud in bauds:
-        def progress(done: int, total: int, hits: int, baud: int | None = baud) -> None:
-            if tty:
-                where = f"{baud} baud, " if baud else ""
-                end = "\n" if done == total else ""
-                print(f"\rscanning {where}unit {done}/{total}: {hits} found", end=end,
-                      file=sys.stderr, flush=True)
+        found += _scan_at(args, baud, units, profiles)
+    _print_found(args, found)
+    return 0
 
-        link_args: dict[str, object] = ({"tcp": args.tcp} if args.tcp else
-                                        {"serial": args.serial, "baud": baud, "parity": args.parity})
-        try:
-            found += asyncio.run(scan_link(link_args=link_args, units=units, profiles=profiles,
-                                           timeout=args.timeout, baud=baud,
-                                           parity=args.parity if baud else None,
-                                           progress=progress))
-        except LinkError as exc:
-            raise ConfigError(str(exc)) from exc
-    transport = "tcp" if args.tcp else "rtu"
-    address = args.tcp or args.serial
+
+def _scan_at(args: argparse.Namespace, baud: int | None, units: list[int],
+             profiles: list[Profile]) -> list[Found]:
+    """Probe every unit on the bus (at `baud` on a serial line), showing progress on a terminal."""
+    tty = sys.stderr.isatty() and not args.json
+
+    def progress(done: int, total: int, hits: int) -> None:
+        if tty:
+            where = f"{baud} baud, " if baud else ""
+            end = "\n" if done == total else ""
+            print(f"\rscanning {where}unit {done}/{total}: {hits} found", end=end,
+                  file=sys.stderr, flush=True)
+
+    link_args: dict[str, object] = ({"tcp": args.tcp} if args.tcp else
+                                    {"serial": args.serial, "baud": baud, "parity": args.parity})
+    try:
+        return asyncio.run(scan_link(link_args=link_args, units=units, profiles=profiles,
+                                     timeout=args.timeout, baud=baud,
+                                     parity=args.parity if baud else None, progress=progress))
+    except LinkError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _print_found(args: argparse.Namespace, found: list[Found]) -> None:
     if args.json:
+        transport, address = ("tcp" if args.tcp else "rtu"), args.tcp or args.serial
         print(json.dumps({"devices": [f.as_json(transport, address) for f in found],
                           "config": draft_config(found, tcp=args.tcp, serial=args.serial)}))
-        return 0
+        return
     for f in found:
         names = ", ".join(f.profiles) if f.profiles else "unknown model (answers, no probe matched)"
         speed = f" at {f.baud} baud" if f.baud else ""
         print(f"unit {f.unit:>3}{speed}: {names}")
     print(f"{len(found)} device(s) found\n")
     print(draft_config(found, tcp=args.tcp, serial=args.serial))
-    return 0
 
 
 # ---------------------------------------------------------------------------------------- DL/T 645
@@ -110,10 +124,7 @@ def run_dlt645(args: argparse.Namespace) -> int:
     if args.serial is None:
         raise ConfigError("--protocol dlt645 needs --serial PORT: DL/T 645 meters sit on RS-485")
     parity, timeout = args.parity or "E", 0.5 if args.timeout is None else args.timeout
-    try:
-        bauds = [int(b) for b in (args.bauds or "2400").split(",")]
-    except ValueError as exc:
-        raise ConfigError(f"--bauds {args.bauds!r}: write rates like 1200,2400,9600") from exc
+    bauds = parse_bauds(args.bauds or "2400", example="1200,2400,9600")
     found: list[tuple[int, str, str]] = []  # baud, address, profile
     for baud in bauds:
         try:

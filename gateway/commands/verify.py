@@ -24,15 +24,12 @@ from gateway.measurement import merkle
 from gateway.measurement.eip712 import ZERO32, Domain
 from gateway.measurement.record import (
     DEFAULT_CHAIN_ID,
-    MeasurementFormatError,
     SignedMeasurement,
-    decode_batch,
-    from_wire,
     measurement_domain,
     recover_signer,
     struct_hash,
-    to_wire,
 )
+from gateway.measurement.wire import MeasurementFormatError, decode_batch, from_wire, to_wire
 
 if TYPE_CHECKING:
     from gateway.measurement.store import Store

@@ -1,4 +1,4 @@
-"""The gateway's files on disk: the config file (`drgw.toml`) read strictly into typed sections."""
+"""The gateway's files on disk, read strictly into typed values: the config file, device profiles."""
 
 from gateway.config.gateway import (
     BusConfig,

@@ -26,9 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import DrgwError
+
+if TYPE_CHECKING:
+    from gateway.agent import Agent
+    from gateway.chain.port import Web3MarketPort
+    from gateway.config.gateway import GatewayConfig
+    from gateway.demo.market import DemoMarket
+    from gateway.measurement.identity import GatewayKey
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +165,11 @@ async def run_demo(opts: DemoOptions) -> DemoResult:
 
 async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, chain: ThreadPoolExecutor,
                result: DemoResult) -> None:
-    from gateway.agent.agent import Agent
-    from gateway.config.gateway import load_config
-    from gateway.measurement.identity import GatewayKey
-    from gateway.measurement.keyfile import write_key
+    from gateway.agent import Agent
 
     loop = asyncio.get_running_loop()
-    key = GatewayKey.generate()
-    write_key(workdir / "gateway.key", key)
-    config_path = workdir / "drgw.toml"
-    config_path.write_text(_config_text(home=home, key=workdir / "gateway.key", broker=broker_url,
-                                        speed=opts.speed, levers=opts.levers))
-    config = load_config(config_path)
+    key, config = _gateway_files(opts, home, broker_url, workdir)
     out = opts.out
-    out(f"gateway {key.address}: config {config_path}, broker {broker_url}")
 
     lockout = max(5, round(LOCKOUT_S / opts.speed))
     window_s = max(5, round(WINDOW_S / opts.speed))
@@ -181,18 +179,9 @@ async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, cha
     out(f"market: DRMarket {market.market.deployment.market} on the embedded chain; "
         f"bids: home {opts.award_kw:g} kW at {opts.bid_price:g} tok/kWh, and 4 neighbours")
 
-    agent = Agent(config, key=key, market=port)
-    assert agent.dr is not None
-    agent.dr.executor = chain  # one thread owns the embedded chain
-    agent.dr.poll_interval_s = 1.0
-    inner = agent.dr.publish
-    progress = _Progress(out, result)
-
-    def tee(body: Mapping[str, Any]) -> None:
-        inner(body)
-        progress(body)
-
-    agent.dr.publish = tee
+    # one thread owns the embedded chain; the market is polled often, as the clock is compressed
+    agent = Agent(config, key=key, market=port, executor=chain, poll_interval_s=1.0,
+                  on_dr_event=_Progress(out, result))
     agent_task = asyncio.create_task(agent.run(), name="agent")
     try:
         await _timeline(opts, market, port, agent, result, chain, lockout=lockout, window_s=window_s)
@@ -209,7 +198,24 @@ async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, cha
     _summary(result, out)
 
 
-def _chain_setup(key: Any, workdir: Path, lockout: int, grace: int, opts: DemoOptions) -> Any:
+def _gateway_files(opts: DemoOptions, home: Any, broker_url: str,
+                   workdir: Path) -> tuple[GatewayKey, GatewayConfig]:
+    """A new gateway key and the home's config file, as `drgw init` would write them."""
+    from gateway.config.gateway import load_config
+    from gateway.measurement.identity import GatewayKey
+    from gateway.measurement.keyfile import write_key
+
+    key = GatewayKey.generate()
+    write_key(workdir / "gateway.key", key)
+    config_path = workdir / "drgw.toml"
+    config_path.write_text(_config_text(home=home, key=workdir / "gateway.key", broker=broker_url,
+                                        speed=opts.speed, levers=opts.levers))
+    opts.out(f"gateway {key.address}: config {config_path}, broker {broker_url}")
+    return key, load_config(config_path)
+
+
+def _chain_setup(key: GatewayKey, workdir: Path, lockout: int, grace: int,
+                 opts: DemoOptions) -> tuple[DemoMarket, Web3MarketPort]:
     from gateway.chain.node import embedded
     from gateway.chain.port import Web3MarketPort
     from gateway.demo.market import DemoBid, DemoMarket
@@ -224,23 +230,13 @@ def _chain_setup(key: Any, workdir: Path, lockout: int, grace: int, opts: DemoOp
     return market, port
 
 
-async def _timeline(opts: DemoOptions, market: Any, port: Any, agent: Any, result: DemoResult,
-                    chain: ThreadPoolExecutor, *, lockout: int, window_s: int) -> None:
-    from gateway.demo.market import DemoBid
-
+async def _timeline(opts: DemoOptions, market: DemoMarket, port: Web3MarketPort, agent: Agent,
+                    result: DemoResult, chain: ThreadPoolExecutor, *, lockout: int,
+                    window_s: int) -> None:
     loop = asyncio.get_running_loop()
     out = opts.out
-
-    def announce() -> tuple[int, dict[str, Any], dict[str, int]]:
-        now = market.chain_now()
-        home_bid = DemoBid("home", -opts.award_kw, opts.rated_kw, opts.bid_price)
-        market.place_bids(home_bid=home_bid, from_s=now, to_s=now + 7200)
-        now = market.chain_now()
-        start = max(now, int(time.time())) + lockout + 1
-        window, state = market.announce_and_clear(start_s=start, end_s=start + window_s)
-        return window, state, market.awards()
-
-    window, state, awards = await loop.run_in_executor(chain, announce)
+    window, state, awards = await loop.run_in_executor(
+        chain, _announce, opts, market, lockout, window_s)
     result.window, result.award_w = window, awards["home"]
     start, end = int(state["start"]), int(state["end"])
     out(f"operator: window {window} announced for {_t(start)}..{_t(end)}, target "
@@ -257,13 +253,34 @@ async def _timeline(opts: DemoOptions, market: Any, port: Any, agent: Any, resul
     outcome = _outcome(agent, result.event_id)
     if outcome is None:
         raise DrgwError("the gateway did not judge the event in time; see the log above")
-    accepted = await loop.run_in_executor(chain, market.neighbour_reports, window)
-    out(f"neighbours: {accepted} Report(s) relayed by the aggregator")
+    await _settle(opts, market, agent, result, chain)
+
+
+def _announce(opts: DemoOptions, market: DemoMarket, lockout: int,
+              window_s: int) -> tuple[int, dict[str, Any], dict[str, int]]:
+    """Every bid placed, then the operator announces the window past the lockout and clears it."""
+    from gateway.demo.market import DemoBid
+
+    now = market.chain_now()
+    home_bid = DemoBid("home", -opts.award_kw, opts.rated_kw, opts.bid_price)
+    market.place_bids(home_bid=home_bid, from_s=now, to_s=now + 7200)
+    now = market.chain_now()
+    start = max(now, int(time.time())) + lockout + 1
+    window, state = market.announce_and_clear(start_s=start, end_s=start + window_s)
+    return window, state, market.awards()
+
+
+async def _settle(opts: DemoOptions, market: DemoMarket, agent: Agent, result: DemoResult,
+                  chain: ThreadPoolExecutor) -> None:
+    """After the gateway's verdict: neighbours' Reports, settlement and check, the home's outcome."""
+    loop = asyncio.get_running_loop()
+    accepted = await loop.run_in_executor(chain, market.neighbour_reports, result.window)
+    opts.out(f"neighbours: {accepted} Report(s) relayed by the aggregator")
     # the home's Report waits in the gateway's chain outbox until the chain's clock passed the end
     await _until(lambda: not str((_outcome(agent, result.event_id) or {}).get("chain_state"))
                  .startswith("queued"), deadline=time.time() + 20)
-    await loop.run_in_executor(chain, market.settle_and_check, window)
-    out("operator: window settled and checked")
+    await loop.run_in_executor(chain, market.settle_and_check, result.window)
+    opts.out("operator: window settled and checked")
     await _until(lambda: (_outcome(agent, result.event_id) or {}).get("settlement") is not None,
                  deadline=time.time() + 20)
     outcome = _outcome(agent, result.event_id) or {}
@@ -271,9 +288,8 @@ async def _timeline(opts: DemoOptions, market: Any, port: Any, agent: Any, resul
     result.chain_state, result.settlement = outcome.get("chain_state"), outcome.get("settlement")
 
 
-def _outcome(agent: Any, event_id: str) -> dict[str, Any] | None:
-    outcome: dict[str, Any] | None = agent.dr.journal.outcome(event_id)
-    return outcome
+def _outcome(agent: Agent, event_id: str) -> dict[str, Any] | None:
+    return None if agent.dr is None else agent.dr.journal.outcome(event_id)
 
 
 async def _until(done: Callable[[], bool], *, deadline: float) -> None:
@@ -283,19 +299,18 @@ async def _until(done: Callable[[], bool], *, deadline: float) -> None:
 
 def _plot(store: Path, event_id: str, path: Path, out: Callable[[str], None]) -> Path | None:
     """The same picture as `drgw event plot`."""
-    import argparse
+    from gateway.loop.journal import Journal
+    from gateway.loop.plot import plot_event
 
-    from gateway.commands.event import run_plot
-
-    args = argparse.Namespace(config=None, store=store, event=event_id, out=path, width=1200,
-                              height=600)
     try:
-        with contextlib.redirect_stdout(None):
-            run_plot(args)
+        journal = Journal(store, readonly=True)
+        try:
+            return plot_event(journal, event_id, path)
+        finally:
+            journal.close()
     except DrgwError as exc:  # matplotlib missing, or nothing to draw
         out(f"plot skipped: {exc}")
         return None
-    return path
 
 
 def _summary(r: DemoResult, out: Callable[[str], None]) -> None:

@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gateway.device.device import DeviceError, DeviceSpec, DeviceState, decode_read
+from gateway.device.device import DeviceError, DeviceSpec, DeviceState
 from gateway.device.schedule import PollScheduler
 from gateway.device.transport import Link, LinkError
 from gateway.errors import DrgwError
+from gateway.perception.decoders import decode_read
 from gateway.perception.readings import Sample
 from gateway.protocol import modbus
 

@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from gateway.device.device import DEFAULT_INTERVALS, DeviceError, DeviceSpec, DeviceState
+from gateway.device.device import DeviceError, DeviceSpec, DeviceState
 from gateway.device.schedule import PollScheduler
 from gateway.device.transport import Link, LinkError, SerialLink
 from gateway.perception import dlt645_values as values
-from gateway.perception.profiles import Point, Profile
+from gateway.perception.profiles import DEFAULT_INTERVALS, Point, Profile
 from gateway.perception.readings import Quality, Reading, Sample
 from gateway.protocol import dlt645
 

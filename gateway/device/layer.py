@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from gateway.config.gateway import BusConfig, DevicesConfig
 from gateway.device.bus import BusOwner
+from gateway.device.config import BusConfig, DevicesConfig
 from gateway.device.connect import make_link
 from gateway.device.device import DeviceSpec
 from gateway.device.dlt645 import Dlt645BusOwner, MeterSpec, serial_owner

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config.gateway import BusConfig
 from gateway.device.bus import BusOwner
+from gateway.device.config import BusConfig
 from gateway.device.connect import make_link
 from gateway.device.device import DeviceError, DeviceSpec, DeviceState
 from gateway.errors import ConfigError

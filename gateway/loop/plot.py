@@ -1,8 +1,9 @@
 """The picture of one DR event from its journal: baseline, actual load, awarded target and actions.
 
-`drgw event plot` draws it. The series are computed here without matplotlib (pure, testable);
-`draw` imports matplotlib lazily (it is the optional `drgw[plot]` extra and slow to import) and
-uses the Agg canvas directly, never pyplot, so no global figure state is touched.
+`plot_event` draws it (for `drgw event plot` and the demo). The series are computed here without
+matplotlib (pure, testable); `draw` imports matplotlib lazily (it is the optional `drgw[plot]` extra
+and slow to import) and uses the Agg canvas directly, never pyplot, so no global figure state is
+touched.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.loop.checker import DEFAULT_MAX_GAP_S
-from gateway.loop.journal import ActionRow, EventRow
+from gateway.loop.journal import ActionRow, EventRow, Journal
 
 # Fixed colours so a reader (and the test) can tell the series apart: matplotlib's tab10 blue,
 # orange, green, and a purple for actions; failed actions in red.
@@ -227,3 +228,40 @@ def draw(pic: EventPicture, path: Path, *, width_px: int, height_px: int, tz: tz
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the plot: {exc.strerror}") from exc
     return path
+
+
+# ----------------------------------------------------------------------------- one event, end to end
+
+def verdict_word(outcome: Mapping[str, Any] | None) -> str | None:
+    """"performed" or "short" once judged, None before (or for a cancelled event)."""
+    verdict = outcome.get("verdict") if outcome else None
+    if not isinstance(verdict, Mapping) or "performed" not in verdict:
+        return None
+    return "performed" if verdict["performed"] else "short"
+
+
+def title_verdict(event: EventRow, outcome: Mapping[str, Any] | None) -> str:
+    """How the title ends: the verdict with the shortfall, or why there is none yet."""
+    word = verdict_word(outcome)
+    if word == "short":
+        shortfall = (outcome or {}).get("verdict", {}).get("shortfall_wh")
+        return "short" if shortfall is None else f"short by {shortfall} Wh"
+    return word or f"no verdict ({event.state})"
+
+
+def plot_event(journal: Journal, event_id: str, path: Path, *, width_px: int = 1200,
+               height_px: int = 600, tz: tzinfo | None = None) -> Path:
+    """Draw the event `event_id` of `journal` as a PNG at `path`; returns the path.
+
+    Times are labelled in `tz`, by default the machine's zone at the event's start. ConfigError when
+    the journal has no such event, there is nothing to draw, or matplotlib is missing.
+    """
+    event = journal.event(event_id)
+    if event is None:
+        raise ConfigError(f"no event {event_id!r} in {journal.path}; `drgw event list` shows them all")
+    pic = picture(event, trace=samples(journal.trace(event.event_id)),
+                  actions=journal.actions(event.event_id),
+                  verdict=title_verdict(event, journal.outcome(event.event_id)))
+    zone = tz or datetime.fromtimestamp(event.start_s).astimezone().tzinfo
+    assert zone is not None  # astimezone() always attaches one
+    return draw(pic, path, width_px=width_px, height_px=height_px, tz=zone)

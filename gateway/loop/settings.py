@@ -1,13 +1,15 @@
 """The `[dr]` table of the gateway config: how the closed loop acts (the `[chain]` table: chain/settings.py).
 
 Read strictly like the rest of the config (gateway/config/gateway.py); a lever must name a configured device
-and one of its profile's writable points, with comfort limits inside the point's range, so a typo
-fails at start-up instead of mid-event.
+and one of its profile's writable points, with comfort limits inside the point's range, and `time_zone`
+must name a zone of the tz database, so a typo fails at start-up instead of mid-event. The facts that
+live in files (the profiles' points, the tz database) come in from the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.errors import ConfigError, ProfileError
@@ -17,6 +19,9 @@ from gateway.schema import Fields
 
 BASELINE_METHODS = ("contracted", "pre_event", "ten_in_ten", "high_x_of_y", "recent_days")
 LEVER_KINDS = ("setpoint", "switch", "battery")
+# The household's calendar for baselines when [dr] names none: UTC, not the host's zone, so that a
+# baseline and its input hash do not depend on how the box was set up (docs/config.md).
+DEFAULT_TIME_ZONE = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +35,13 @@ class DrConfig:
     levers: tuple[Lever, ...]
     slot_s: int = 60  # load history granularity (baselines are computed from these slots)
     baseline_params: tuple[tuple[str, float], ...] = ()  # passed to the method, e.g. min_coverage
+    time_zone: str = DEFAULT_TIME_ZONE  # IANA name: the local days and weekdays of day-matched baselines
 
 
-def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]]) -> DrConfig:
-    """`writable` maps each configured device to its profile's writable points by name."""
+def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]],
+             zones: Callable[[str], dt.tzinfo]) -> DrConfig:
+    """`writable` maps each configured device to its profile's writable points by name; `zones` loads a
+    time zone by name from the tz database (`zoneinfo.ZoneInfo`)."""
     tolerance = f.optional_number("tolerance")
     tolerance = 0.05 if tolerance is None else tolerance
     if not 0 <= tolerance < 1:
@@ -48,7 +56,7 @@ def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]]) -> DrCon
         max_window_minutes=f.optional_number("max_window_minutes") or 240.0,
         hold_off_s=f.optional_number("hold_off_s") or 30.0,
         levers=levers, slot_s=f.optional_int("slot_s") or 60,
-        baseline_params=_params(f.sub("baseline_params")),
+        baseline_params=_params(f.sub("baseline_params")), time_zone=_time_zone(f, zones),
     )
     if not 1 <= cfg.slot_s <= 3600:
         f.fail("slot_s", "1..3600 seconds")
@@ -56,6 +64,17 @@ def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]]) -> DrCon
         f.fail("pre_event_minutes", "1..1440 minutes")
     f.reject_unknown()
     return cfg
+
+
+def _time_zone(f: Fields, zones: Callable[[str], dt.tzinfo]) -> str:
+    name = f.optional_str("time_zone") or DEFAULT_TIME_ZONE
+    try:
+        zones(name)
+    except (KeyError, ValueError, OSError) as exc:  # not found is a KeyError; a folder an OSError
+        f.fail("time_zone", f"{name!r} is not a time zone of the tz database ({exc}); use an IANA name "
+               "such as 'Europe/Berlin' or 'America/New_York' (`timedatectl list-timezones` lists them) "
+               "or 'UTC'; if the name is right, install the tz database (apt-get install tzdata)")
+    return name
 
 
 def _params(f: Fields) -> tuple[tuple[str, float], ...]:

@@ -11,16 +11,23 @@ the award, by `gateway.market.model.verdict`. Energies become whole Wh here, onc
   uint64 (a net-exporting household cannot report negative energy: `clamped`, docs/closed-loop.md);
 - deliveredWh = baselineWh - actualWh (REDUCE) or actualWh - baselineWh (INCREASE), which is the
   contract's consistency rule (ReportInconsistent otherwise).
+
+`report()` puts a market event's verdict into the Report the gateway signs, with the window's
+measurements as a seq range and their Merkle root.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.chain.report import Report
+from gateway.errors import DrgwError
 from gateway.loop.checker import BaselineLike, CheckState
 from gateway.loop.events import Direction, DrEvent
 from gateway.market.model import Outcome, delivered_wh, verdict
+from gateway.measurement import merkle
 
 UINT64_MAX = 2**64 - 1
 # Float sums of Wh carry noise of ~1e-12 Wh; without this 1000 Wh computed as 999.9999999999 would
@@ -78,3 +85,18 @@ def judge(event: DrEvent, final_state: CheckState, baseline: BaselineLike) -> Ve
         shortfall_wh=max(0, required - delivered), coverage=final_state.coverage,
         clamped=min(full_baseline_wh, actual_filled_wh) < 0,
     )
+
+
+def report(event: DrEvent, result: Verdict, *, household: str, baseline_method: int, input_hash: bytes,
+           leaves: Sequence[tuple[int, bytes]]) -> Report:
+    """The Report of a market event. `leaves` are the window's measurements as (seq, struct hash),
+    in seq order: the Report names their range and commits to them by Merkle root."""
+    if event.window is None:
+        raise ValueError(f"event {event.event_id} is not a market window: it has no Report")
+    if not leaves:
+        raise DrgwError(f"event {event.event_id}: no measurements in the window to report")
+    return Report(
+        household=household, window=event.window, seq_from=leaves[0][0], seq_to=leaves[-1][0],
+        window_start=event.start_s, window_end=event.end_s, baseline_method=baseline_method,
+        baseline_input_hash=input_hash, baseline_wh=result.baseline_wh, actual_wh=result.actual_wh,
+        delivered_wh=result.delivered_wh, merkle_root=merkle.root([leaf for _, leaf in leaves]))

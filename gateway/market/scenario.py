@@ -92,28 +92,16 @@ def parse_scenario(data: Mapping[str, Any], *, source: str) -> Scenario:
     _keys(market, MARKET_KEYS, MARKET_OPTIONAL, source, "market.")
     _keys(window, WINDOW_KEYS, {}, source, "window.")
     p = _Reader(source)
-    try:
-        date = dt.date.fromisoformat(str(window["date"]))
-    except ValueError as exc:
-        raise ConfigError(f'{source}: window.date must be "YYYY-MM-DD", e.g. "2024-07-01"') from exc
-    mode_name = market["mode"]
-    if mode_name not in ("shift", "curtail"):
-        raise ConfigError(f'{source}: market.mode must be "shift" or "curtail", not {mode_name!r}')
-    rows = data.get("bid", [])
-    if not isinstance(rows, list) or not rows:
-        raise ConfigError(f"{source}: add at least one [[bid]] table (keys: {', '.join(BID_KEYS)})")
-    bids = tuple(_bid(row, i, date, p) for i, row in enumerate(rows))
-    keys = [b.key for b in bids]
-    dup = next((k for k in keys if keys.count(k) > 1), None)
-    if dup is not None:
-        raise ConfigError(f"{source}: bid id {dup!r} is used twice; give every [[bid]] its own id")
+    date = _date(window, source)
+    mode = _mode(market, source)
+    bids = _bids(data, date, p)
     scenario = Scenario(
         source=source,
         mtok_per_currency=p.scaled(market, "market.token_per_currency", 1000, low=1),
         retail_micro=p.scaled(market, "market.contract_price", 1_000_000, low=0),
         realtime_micro=p.scaled(market, "market.realtime_price", 1_000_000, low=0),
         omega_milli=p.scaled(market, "market.omega", 1000, low=1),
-        mode=Mode.SHIFT if mode_name == "shift" else Mode.CURTAIL,
+        mode=mode,
         deposit_per_kw_mtok=p.scaled(market, "market.deposit_per_kw", 1000, low=0),
         tolerance_bps=p.scaled(market, "market.tolerance", 10_000, low=0, high=10_000),
         lockout_s=p.scaled(market, "market.lockout_minutes", 60, low=0),
@@ -123,6 +111,38 @@ def parse_scenario(data: Mapping[str, Any], *, source: str) -> Scenario:
         announced_s=p.clock(window, "window.announced_at", date),
         bids=bids,
     )
+    _check_window(scenario)
+    return scenario
+
+
+def _date(window: Mapping[str, Any], source: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(window["date"]))
+    except ValueError as exc:
+        raise ConfigError(f'{source}: window.date must be "YYYY-MM-DD", e.g. "2024-07-01"') from exc
+
+
+def _mode(market: Mapping[str, Any], source: str) -> Mode:
+    mode_name = market["mode"]
+    if mode_name not in ("shift", "curtail"):
+        raise ConfigError(f'{source}: market.mode must be "shift" or "curtail", not {mode_name!r}')
+    return Mode.SHIFT if mode_name == "shift" else Mode.CURTAIL
+
+
+def _bids(data: Mapping[str, Any], date: dt.date, p: _Reader) -> tuple[ScenarioBid, ...]:
+    rows = data.get("bid", [])
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{p.source}: add at least one [[bid]] table (keys: {', '.join(BID_KEYS)})")
+    bids = tuple(_bid(row, i, date, p) for i, row in enumerate(rows))
+    keys = [b.key for b in bids]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"{p.source}: bid id {dup!r} is used twice; give every [[bid]] its own id")
+    return bids
+
+
+def _check_window(scenario: Scenario) -> None:
+    source = scenario.source
     if scenario.end_s <= scenario.start_s:
         raise ConfigError(f"{source}: window.end must be after window.start")
     if scenario.start_s - scenario.announced_s < scenario.lockout_s:
@@ -130,7 +150,6 @@ def parse_scenario(data: Mapping[str, Any], *, source: str) -> Scenario:
             f"{source}: window.announced_at must be at least market.lockout_minutes before "
             "window.start; announce earlier or shorten the lockout"
         )
-    return scenario
 
 
 def _bid(row: Any, index: int, date: dt.date, p: _Reader) -> ScenarioBid:

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from gateway.clock import wall_ms
 from gateway.errors import RemoteError
 from gateway.master.mqtt import connect
 from gateway.master.roster import GatewayRow, Roster
@@ -21,10 +21,6 @@ from gateway.measurement.eip712 import Domain
 from gateway.network import command as core
 from gateway.network import topics
 from gateway.network.payloads import dumps
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _payload(msg: aiomqtt.Message) -> bytes:
@@ -48,7 +44,7 @@ async def fleet_list(url: str, *, wait_s: float, tls: Mapping[str, Path | None]
     async with connect(url, **tls) as client:  # type: ignore[arg-type]
         await client.subscribe(topics.fleet_filter(topics.Kind.STATUS), qos=1)
         await client.subscribe(topics.fleet_filter(topics.Kind.HEALTH), qos=0)
-        await _drain(client, wait_s, lambda t, p: roster.feed(t, p, now_ms=_now_ms()))
+        await _drain(client, wait_s, lambda t, p: roster.feed(t, p, now_ms=wall_ms()))
     return roster.table()
 
 
@@ -78,7 +74,7 @@ async def fleet_cmd(url: str, *, gw: str, cmd: str, args: Mapping[str, Any],
     cid = secrets.token_hex(8)
     env = core.sign(core.make(gw=gw, cmd=cmd, args=args, op=operator, id=cid,
                               nonce="0x" + secrets.token_hex(16),
-                              exp_ms=_now_ms() + lifetime_ms), sign_digest)
+                              exp_ms=wall_ms() + lifetime_ms), sign_digest)
     reply: dict[str, Any] = {}
 
     def on(topic: str, payload: bytes) -> bool:

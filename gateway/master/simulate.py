@@ -217,7 +217,10 @@ def merkle_root(leaves: list[bytes]) -> bytes:
     return level[0]
 
 
-def _model(s: Scenario, chain_ids: dict[str, int], offset: int) -> tuple[Any, ...]:
+_Model = tuple[list[m.Bid], m.WindowSpec, m.Target, m.Clearing]  # what the reference model makes of it
+
+
+def _model(s: Scenario, chain_ids: dict[str, int], offset: int) -> _Model:
     bids = [m.Bid(id=chain_ids[b.key], household=b.household, from_s=b.from_s, to_s=b.to_s,
                   power_w=b.power_w, rated_w=b.rated_w, price_mtok=b.price_mtok) for b in s.bids]
     cutoff = 1 + sum(1 for b in s.bids if b.submitted_s < s.announced_s)
@@ -228,51 +231,76 @@ def _model(s: Scenario, chain_ids: dict[str, int], offset: int) -> tuple[Any, ..
     return bids, spec, target, m.clear(bids, spec, target, now_s=s.announced_s)
 
 
-def _result(run: _Run, client: MarketClient, window: int, chain_ids: dict[str, int],
-            model: tuple[Any, ...], paid: list[dict[str, Any]], refunds: list[dict[str, Any]],
-            forfeits: list[dict[str, Any]]) -> SimulationResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Settlement:
+    """A window's settlement as the chain's events tell it (amounts in mtok by chain bid id), beside
+    what the reference model expects of each bid: `row` checks one bid and writes its line."""
+
+    scenario: Scenario
+    clearing: m.Clearing
+    expected: dict[int, m.BidResult]
+    consumed: frozenset[int]  # the bids the contract took into the window's clearing
+    clearing_price: int
+    paid: dict[int, int]
+    refunded: dict[int, int]
+    forfeited: dict[int, int]
+
+    def row(self, b: ScenarioBid, bid_id: int, award: int) -> BidRow:
+        s = self.scenario
+        want = self.expected.get(bid_id)
+        got = (award, self.paid.get(bid_id, 0), self.forfeited.get(bid_id, 0))
+        if (want and got != (want.award_w, want.payment_mtok, want.forfeited_mtok)) or (
+                (bid_id in self.consumed) != (bid_id in self.clearing.awards)):
+            raise DrgwError(f"contract and reference model disagree on bid {b.key}: chain {got}, "
+                            f"model {want}; this is a bug, please report it with the scenario")
+        return BidRow(
+            id=b.key, household=b.household, eligible=bid_id in self.consumed,
+            reason=self.clearing.reasons[bid_id], awarded_kw=award / 1000,
+            payment=self.paid.get(bid_id, 0) / 1000,
+            surplus=(self.clearing_price - b.price_mtok) * award * (s.end_s - s.start_s) / 3.6e9,
+            performed=want is not None and want.outcome is m.Outcome.PERFORMED,
+            deposit=m.deposit_mtok(b.rated_w, s.deposit_per_kw_mtok) / 1000,
+            deposit_refunded=self.refunded.get(bid_id, 0) / 1000,
+            deposit_forfeited=self.forfeited.get(bid_id, 0) / 1000,
+        )
+
+
+def _expected(run: _Run, client: MarketClient, chain_ids: dict[str, int],
+              model: _Model) -> dict[int, m.BidResult]:
+    """The reference model's settlement of each bid, given the Wh each winner delivered on chain."""
     s = run.s
-    bids, spec, target, clearing = model
-    state = client.window(window)
-    seconds = s.end_s - s.start_s
-    paid_by = {e["bidId"]: e["amount"] for e in paid}
-    refund_by = {e["bidId"]: e.get("amount", e.get("deposit", 0)) for e in refunds}
-    forfeit_by = {e["bidId"]: e["amount"] for e in forfeits}
-    consumed = set(client.window_bids(window))
+    bids, spec, _, clearing = model
     delivered = {b.household: client.household(run.wallets[b.household].address)["deliveredWh"]
                  for b in s.bids if chain_ids[b.key] in clearing.awards
                  and clearing.awards[chain_ids[b.key]] > 0}
-    expected = {r.bid_id: r for r in m.settle_and_check(
+    return {r.bid_id: r for r in m.settle_and_check(
         clearing, bids, spec, delivered=delivered, deposit_per_kw_mtok=s.deposit_per_kw_mtok,
         tolerance_bps=s.tolerance_bps)}
-    rows = []
-    for b in s.bids:
-        bid_id = chain_ids[b.key]
-        on_chain = client.bid(bid_id)
-        award = on_chain["awardW"]
-        deposit = m.deposit_mtok(b.rated_w, s.deposit_per_kw_mtok)
-        want = expected.get(bid_id)
-        got = (award, paid_by.get(bid_id, 0), forfeit_by.get(bid_id, 0))
-        if (want and got != (want.award_w, want.payment_mtok, want.forfeited_mtok)) or (
-                (bid_id in consumed) != (bid_id in clearing.awards)):
-            raise DrgwError(f"contract and reference model disagree on bid {b.key}: chain {got}, "
-                            f"model {want}; this is a bug, please report it with the scenario")
-        rows.append(BidRow(
-            id=b.key, household=b.household, eligible=bid_id in consumed,
-            reason=clearing.reasons[bid_id], awarded_kw=award / 1000,
-            payment=paid_by.get(bid_id, 0) / 1000,
-            surplus=(state["clearingPrice"] - b.price_mtok) * award * seconds / 3.6e9,
-            performed=want is not None and want.outcome is m.Outcome.PERFORMED,
-            deposit=deposit / 1000, deposit_refunded=refund_by.get(bid_id, 0) / 1000,
-            deposit_forfeited=forfeit_by.get(bid_id, 0) / 1000,
-        ))
+
+
+def _result(run: _Run, client: MarketClient, window: int, chain_ids: dict[str, int],
+            model: _Model, paid: list[dict[str, Any]], refunds: list[dict[str, Any]],
+            forfeits: list[dict[str, Any]]) -> SimulationResult:
+    s = run.s
+    _, _, target, clearing = model
+    state = client.window(window)
+    seconds = s.end_s - s.start_s
+    consumed = frozenset(client.window_bids(window))
+    settlement = _Settlement(
+        scenario=s, clearing=clearing, expected=_expected(run, client, chain_ids, model),
+        consumed=consumed, clearing_price=state["clearingPrice"],
+        paid={e["bidId"]: e["amount"] for e in paid},
+        refunded={e["bidId"]: e.get("amount", e.get("deposit", 0)) for e in refunds},
+        forfeited={e["bidId"]: e["amount"] for e in forfeits})
+    rows = tuple(settlement.row(b, chain_ids[b.key], client.bid(chain_ids[b.key])["awardW"])
+                 for b in s.bids)
     if state["clearingPrice"] != clearing.clearing_price_mtok:
         raise DrgwError("contract and reference model disagree on the clearing price; a bug")
     total_w = sum(r.awarded_kw for r in rows) * 1000
     count, gas = run.outbox.tx_totals()
     return SimulationResult(
         target_kw=state["targetW"] / 1000, clearing_price=state["clearingPrice"] / 1000,
-        window_hours=seconds / 3600, bids=tuple(rows),
+        window_hours=seconds / 3600, bids=rows,
         operator_gain=(target.spread_mtok - state["clearingPrice"]) * total_w * seconds / 3.6e9,
         tx_count=count, gas_total=gas,
     )

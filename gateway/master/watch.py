@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from gateway.errors import RemoteError
 from gateway.measurement.eip712 import Domain
-from gateway.measurement.record import decode_batch, recover_signer, struct_hash
+from gateway.measurement.record import Measurement, SignedMeasurement, recover_signer, struct_hash
+from gateway.measurement.wire import decode_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,12 @@ class StreamChecker:
         self.findings.extend(out)
         return out
 
-    def _one(self, gw: str, stream: GatewayStream, sm: object) -> list[Finding]:
-        m = sm.measurement  # type: ignore[attr-defined]
+    def _one(self, gw: str, stream: GatewayStream, sm: SignedMeasurement) -> list[Finding]:
+        m = sm.measurement
         seq = m.seq
         stream.received += 1
         try:
-            signer = recover_signer(sm, self.domain).lower()  # type: ignore[arg-type]
+            signer = recover_signer(sm, self.domain).lower()
             leaf = struct_hash(m)
         except ValueError as exc:
             return [Finding("forgery", gw, seq, seq, f"bad signature: {exc}")]
@@ -79,6 +80,15 @@ class StreamChecker:
             if seen == leaf:
                 return [Finding("duplicate", gw, seq, seq, "redelivery of identical record")]
             return [Finding("forgery", gw, seq, seq, f"seq {seq} seen before with other content")]
+        found = self._chain_breaks(gw, stream, m, leaf) + _continuity(gw, stream, seq)
+        self._remember(gw, stream, m, leaf)
+        return found
+
+    def _chain_breaks(self, gw: str, stream: GatewayStream, m: Measurement,
+                      leaf: bytes) -> list[Finding]:
+        """Forgeries a new record shows against the neighbours already seen: its prev hash against
+        the struct hash of seq - 1, and the prev hash of seq + 1 against its own struct hash."""
+        seq = m.seq
         found: list[Finding] = []
         prev = stream.leaves.get(seq - 1)
         if prev is not None and m.prev_hash != prev:
@@ -88,21 +98,16 @@ class StreamChecker:
         if nxt is not None and self._prev_of.get((gw, seq + 1)) not in (None, leaf):
             found.append(Finding("forgery", gw, seq, seq + 1, f"seq {seq + 1} does not chain to "
                                  f"seq {seq}"))
-        if stream.next_seq is not None and seq > stream.next_seq:
-            stream.missing.update(range(stream.next_seq, seq))
-            found.append(Finding("gap", gw, stream.next_seq, seq - 1,
-                                 f"{seq - stream.next_seq} record(s) missing"))
-        elif stream.next_seq is not None and seq < stream.next_seq:
-            stream.missing.discard(seq)
-            found.append(Finding("late", gw, seq, seq, "fills an earlier gap (resend)"))
-        stream.next_seq = max(stream.next_seq or 0, seq + 1)
-        stream.leaves[seq] = leaf
-        self._prev_of[(gw, seq)] = m.prev_hash
+        return found
+
+    def _remember(self, gw: str, stream: GatewayStream, m: Measurement, leaf: bytes) -> None:
+        """Keep a valid record's struct hash and prev hash, the newest `remember` per gateway."""
+        stream.leaves[m.seq] = leaf
+        self._prev_of[(gw, m.seq)] = m.prev_hash
         stream.valid += 1
         while len(stream.leaves) > self.remember:
             old, _ = stream.leaves.popitem(last=False)
             self._prev_of.pop((gw, old), None)
-        return found
 
     def summary(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -113,3 +118,17 @@ class StreamChecker:
                        "malformed": kinds.count("malformed"),
                        "last_seq": (s.next_seq - 1) if s.next_seq is not None else -1}
         return out
+
+
+def _continuity(gw: str, stream: GatewayStream, seq: int) -> list[Finding]:
+    """A gap before a new record's seq, or a late record filling one; moves the expected seq on."""
+    found: list[Finding] = []
+    if stream.next_seq is not None and seq > stream.next_seq:
+        stream.missing.update(range(stream.next_seq, seq))
+        found.append(Finding("gap", gw, stream.next_seq, seq - 1,
+                             f"{seq - stream.next_seq} record(s) missing"))
+    elif stream.next_seq is not None and seq < stream.next_seq:
+        stream.missing.discard(seq)
+        found.append(Finding("late", gw, seq, seq, "fills an earlier gap (resend)"))
+    stream.next_seq = max(stream.next_seq or 0, seq + 1)
+    return found

@@ -197,6 +197,13 @@ def typed_digest(domain_separator: bytes, struct_hash: bytes) -> bytes:
     return keccak256(b"\x19\x01" + domain_separator + struct_hash)
 
 
+def address_bytes(address: str) -> bytes:
+    """The 20 bytes of a "0x" + 40 hex digits address (any case; the checksum is not checked)."""
+    if len(address) != 42 or address[:2] != "0x":
+        raise ValueError(f"address {address!r} is not 0x + 40 hex digits")
+    return bytes.fromhex(address[2:])
+
+
 def checksum_address(address: bytes) -> str:
     """EIP-55 mixed-case checksum encoding of a 20-byte address."""
     hex_addr = address.hex()

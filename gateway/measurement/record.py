@@ -1,4 +1,4 @@
-"""The Measurement record: an EIP-712 struct per poll sample, hash-chained, signed, and its wire form.
+"""The signed measurement: an EIP-712 struct per poll sample, hash-chained and signed.
 
 Types (docs/measurements.md has the full contract):
 
@@ -11,26 +11,24 @@ the record with seq - 1 (32 zero bytes for seq 1). A record's struct hash is its
 are fixed-point: value x 10^3, rounded half-to-even from the value's shortest decimal form.
 
 Everything here is pure: time is an argument, and `MeasurementChain` is the only state (last seq and
-last hash), handed in from the store at start-up.
+last hash), handed in from the store at start-up. The wire form (JSON records and batches, and their
+strict parsing) is gateway/measurement/wire.py; only the readings' JSON is written here, because the
+signing hot path writes it while it hashes them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from gateway.errors import RemoteError
 from gateway.measurement.eip712 import (
     ZERO32,
     Domain,
-    checksum_address,
+    address_bytes,
     enc_address,
     enc_bool,
     enc_bytes32,
@@ -57,17 +55,7 @@ DOMAIN_VERSION = "1"
 DEFAULT_CHAIN_ID = 1
 VALUE_DECIMALS = 3  # int256 value = round_half_even(value x 10^3)
 QUALITY_CODES = {Quality.OK: 0, Quality.STALE: 1, Quality.ERROR: 2}
-WIRE_VERSION = 1
-# Bounds that keep a hostile payload from costing more than a few KB of work per record.
-MAX_TEXT = 64
-MAX_READINGS = 256
-MAX_BATCH = 10_000
-_INT256_MIN, _INT256_MAX = -(1 << 255), (1 << 255) - 1
-_UINT64_MAX = (1 << 64) - 1
-
-
-class MeasurementFormatError(RemoteError):
-    """A wire-form measurement or batch that is malformed: the message names the field."""
+INT256_MIN, INT256_MAX = -(1 << 255), (1 << 255) - 1  # the range of a Reading's value
 
 
 def measurement_domain(chain_id: int = DEFAULT_CHAIN_ID) -> Domain:
@@ -130,7 +118,7 @@ def scale_value(value: float | int) -> int | None:
             if abs(frac - 0.5) > abs(y) * _TIE_SLACK:
                 return whole + (frac > 0.5)
         scaled = _scale_decimal_text(repr(value))
-    return scaled if _INT256_MIN <= scaled <= _INT256_MAX else None
+    return scaled if INT256_MIN <= scaled <= INT256_MAX else None
 
 
 # Below 2^49 the slack stays far under 1/2, so only the half-integer between floor(y) and
@@ -198,7 +186,7 @@ def _reading_frame(name: str, unit: str, quality: int) -> tuple[bytes, bytes]:
 @lru_cache(maxsize=1024)
 def _record_head(gateway: str, device: str) -> bytes:
     """typeHash || address || keccak(device): the first three fields of a device's records."""
-    return MEASUREMENT_TYPEHASH + enc_address(_address_bytes(gateway)) + hash_text(device)
+    return MEASUREMENT_TYPEHASH + enc_address(address_bytes(gateway)) + hash_text(device)
 
 
 def struct_hash(m: Measurement) -> bytes:
@@ -233,8 +221,7 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
     out: list[ScaledReading] = []
     items: list[bytes] = []
     wire: list[str] = []
-    text = wire.append
-    append, hash_, make = items.append, keccak_new, tuple.__new__
+    append, text, hash_, make = items.append, wire.append, keccak_new, tuple.__new__
     codes, error = QUALITY_CODES, QUALITY_CODES[Quality.ERROR]
     for r in readings:
         if isinstance(r, ScaledReading):
@@ -245,18 +232,15 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
                 y = value * 1000.0  # scale_value's float case
                 whole = math.floor(y)
                 frac = y - whole
-                if abs(frac - 0.5) > abs(y) * _TIE_SLACK:
-                    scaled, quality = whole + (frac > 0.5), codes[q]
-                else:
-                    scaled, quality = _scale_decimal_text(repr(value)), codes[q]
+                scaled = (whole + (frac > 0.5) if abs(frac - 0.5) > abs(y) * _TIE_SLACK
+                          else _scale_decimal_text(repr(value)))
+                quality = codes[q]
             elif isinstance(value, str):
                 continue
+            elif value is None or (exact := scale_value(value)) is None:
+                scaled, quality = 0, error
             else:
-                exact = None if value is None else scale_value(value)
-                if exact is None:
-                    scaled, quality = 0, error
-                else:
-                    scaled, quality = exact, codes[q]
+                scaled, quality = exact, codes[q]
             r = make(ScaledReading, (name, scaled, unit, quality))  # ScaledReading(...) minus a frame
         out.append(r)
         head, tail, json_head, json_tail = _reading_frames(name, unit, quality)
@@ -270,8 +254,37 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
 
 @lru_cache(maxsize=4096)
 def _reading_frames(name: str, unit: str, quality: int) -> tuple[bytes, bytes, str, str]:
-    """_reading_frame and _wire_frame in one lookup."""
-    return _reading_frame(name, unit, quality) + _wire_frame(name, unit, quality)
+    """_reading_frame and reading_json_frame in one lookup."""
+    return _reading_frame(name, unit, quality) + reading_json_frame(name, unit, quality)
+
+
+# The readings' wire JSON is written by hand rather than by json.dumps (~2.5x faster for a 21-reading
+# record): the bytes are what json.dumps(obj, separators=(",", ":"), ensure_ascii=False) gives for the
+# same values (tests/unit/test_measurement_fastpath.py checks it). Strings go through json.dumps once
+# each (names, units and devices repeat); numbers are ints, written with "%d".
+@lru_cache(maxsize=4096)
+def json_string(text: str) -> str:
+    """`text` as a JSON string, as json.dumps(text, ensure_ascii=False) writes it."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+@lru_cache(maxsize=4096)
+def reading_json_frame(name: str, unit: str, quality: int) -> tuple[str, str]:
+    """The JSON either side of a reading's value: ('["name",', ',"unit",quality]')."""
+    return f"[{json_string(name)},", f",{json_string(unit)},{quality:d}]"
+
+
+def readings_json(m: Measurement) -> str:
+    """The JSON array members of a record's readings: the text made while they were hashed when
+    `m.readings` is still the very tuple it was made from, else written from the fields."""
+    made = m.readings_json
+    if made is not None and made[0] is m.readings:
+        return made[1]
+    parts = []
+    for name, value, unit, quality in m.readings:
+        head, tail = reading_json_frame(name, unit, quality)
+        parts.append(f"{head}{value:d}{tail}")
+    return ",".join(parts)
 
 
 def signing_digest(m: Measurement, domain: Domain) -> bytes:
@@ -332,205 +345,3 @@ class MeasurementChain:
         leaf = _record_hash(m, readings_hash)  # validates ranges before the chain moves on
         self.last_seq, self.last_hash = m.seq, leaf
         return m, leaf
-
-
-# ---- wire form --------------------------------------------------------------------------------
-
-def _address_bytes(address: str) -> bytes:
-    if len(address) != 42 or address[:2] != "0x":
-        raise ValueError(f"address {address!r} is not 0x + 40 hex digits")
-    return bytes.fromhex(address[2:])
-
-
-# The wire form is written by hand rather than by json.dumps of a dict (~2.5x faster for a 21-reading
-# record): the bytes are what json.dumps(obj, separators=(",", ":"), ensure_ascii=False) gives for the
-# same fields in the same order (tests/unit/test_measurement_fastpath.py checks it). Strings go through
-# json.dumps once each (names, units and devices repeat); numbers are ints, written with "%d".
-@lru_cache(maxsize=4096)
-def _json_text(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
-@lru_cache(maxsize=4096)
-def _wire_frame(name: str, unit: str, quality: int) -> tuple[str, str]:
-    """The JSON either side of a reading's value: ('["name",', ',"unit",quality]')."""
-    return f"[{_json_text(name)},", f",{_json_text(unit)},{quality:d}]"
-
-
-def _item(sm: SignedMeasurement) -> str:
-    """A record's fields after "gw", as JSON object members without the closing brace."""
-    m = sm.measurement
-    made = m.readings_json
-    if made is not None and made[0] is m.readings:
-        readings = made[1]
-    else:
-        parts = []
-        for name, value, unit, quality in m.readings:
-            head, tail = _wire_frame(name, unit, quality)
-            parts.append(f"{head}{value:d}{tail}")
-        readings = ",".join(parts)
-    return (f'"dev":{_json_text(m.device)},"seq":{m.seq:d},"t":{m.time_ms:d},'
-            f'"sync":{"true" if m.clock_synced else "false"},"r":[{readings}],'
-            f'"prev":"{m.prev_hash.hex()}","sig":"{sm.signature.hex()}"')
-
-
-def to_wire(sm: SignedMeasurement) -> bytes:
-    """Compact JSON of one record: {"v":1,"gw":...,"dev","seq","t","sync","r","prev","sig"}."""
-    head = f'{{"v":{WIRE_VERSION:d},"gw":{_json_text(sm.measurement.gateway)},'
-    return (head + _item(sm) + "}").encode("utf-8")
-
-
-def encode_batch(signed: Sequence[SignedMeasurement]) -> bytes:
-    """One MQTT payload: {"v":1,"gw":GATEWAY,"m":[record without v/gw, ...]} (one gateway)."""
-    if not signed:
-        raise ValueError("a batch holds at least one measurement")
-    gateway = signed[0].measurement.gateway
-    if any(sm.measurement.gateway != gateway for sm in signed):
-        raise ValueError("a batch holds the measurements of one gateway")
-    items = "},{".join([_item(sm) for sm in signed])
-    head = f'{{"v":{WIRE_VERSION:d},"gw":{_json_text(gateway)},'
-    return (head + '"m":[{' + items + "}]}").encode("utf-8")
-
-
-def batch_from_wire(wires: Sequence[bytes]) -> bytes:
-    """`encode_batch` of records already in wire form (as the store keeps them), without
-    re-encoding: the same bytes, because to_wire writes "v" and "gw" first and the rest verbatim."""
-    if not wires:
-        raise ValueError("a batch holds at least one measurement")
-    head = wires[0][:_WIRE_HEAD]  # {"v":1,"gw":"0x<40 hex>",
-    if any(w[:_WIRE_HEAD] != head for w in wires):
-        raise ValueError("a batch holds the measurements of one gateway")
-    return (head + b'"m":[{' + b",{".join(w[_WIRE_HEAD:] for w in wires) + b"]}")
-
-
-_WIRE_HEAD = len(b'{"v":1,"gw":"0x0000000000000000000000000000000000000000",')
-
-
-# json's C scanner recurses once per nesting level; a payload of 100k "[" can overflow the C stack
-# (a segfault, not a RecursionError, when the recursion limit was raised). Our payloads nest 4 deep,
-# so the depth is measured first, with strings blanked out, at C speed.
-_MAX_DEPTH = 8
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
-
-
-def _nesting(raw: bytes) -> int:
-    skeleton = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET).translate(_BRACKET_STEP)
-    return max(accumulate(array("b", skeleton)), default=0)
-
-
-def _loads(data: bytes | str, what: str) -> Any:
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if _nesting(raw) > _MAX_DEPTH:
-        raise MeasurementFormatError(f"{what} nests deeper than {_MAX_DEPTH} levels")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digits
-        raise MeasurementFormatError(f"{what} is not JSON: {exc}") from None
-
-
-def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in obj:
-        raise MeasurementFormatError(f"{where}: field {key!r} is missing")
-    value = obj[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MeasurementFormatError(f"{where}: field {key!r} has the wrong type "
-                                     f"({type(value).__name__})")
-    return value
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise MeasurementFormatError(f"{where}: expected a string of at most {MAX_TEXT} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: not hashable as UTF-8
-        raise MeasurementFormatError(f"{where}: string is not valid Unicode") from None
-    return value
-
-
-def _uint(obj: dict[str, Any], key: str, where: str, maximum: int = _UINT64_MAX) -> int:
-    value: int = _field(obj, key, int, where)
-    if not 0 <= value <= maximum:
-        raise MeasurementFormatError(f"{where}: field {key!r} is out of range 0..{maximum}")
-    return value
-
-
-def _hex(obj: dict[str, Any], key: str, size: int, where: str) -> bytes:
-    text = _field(obj, key, str, where)
-    try:
-        raw = bytes.fromhex(text) if len(text) == 2 * size else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
-        raise MeasurementFormatError(f"{where}: field {key!r} must be {2 * size} hex digits")
-    return raw
-
-
-def _gateway(obj: dict[str, Any], where: str) -> str:
-    text = _field(obj, "gw", str, where)
-    try:
-        gateway = checksum_address(_address_bytes(text))
-    except ValueError:
-        raise MeasurementFormatError(f"{where}: field 'gw' is not an address") from None
-    if gateway != text:
-        raise MeasurementFormatError(f"{where}: field 'gw' must be the EIP-55 checksum address "
-                                     f"{gateway}")
-    return gateway
-
-
-def _reading(value: Any, where: str) -> ScaledReading:
-    if not isinstance(value, list) or len(value) != 4:
-        raise MeasurementFormatError(f"{where}: a reading is [name, value, unit, quality]")
-    name, scaled, unit, quality = value
-    if not isinstance(scaled, int) or isinstance(scaled, bool) or not (
-            _INT256_MIN <= scaled <= _INT256_MAX):
-        raise MeasurementFormatError(f"{where}: value must be an int256 (value x 10^3)")
-    if not isinstance(quality, int) or isinstance(quality, bool) or quality not in (0, 1, 2):
-        raise MeasurementFormatError(f"{where}: quality must be 0 (ok), 1 (stale) or 2 (error)")
-    return ScaledReading(_text(name, f"{where} name"), scaled, _text(unit, f"{where} unit"),
-                         quality)
-
-
-def _record(obj: Any, gateway: str, where: str) -> SignedMeasurement:
-    if not isinstance(obj, dict):
-        raise MeasurementFormatError(f"{where}: a record is a JSON object")
-    seq = _uint(obj, "seq", where)
-    where = f"{where} (seq {seq})"
-    raw = _field(obj, "r", list, where)
-    if len(raw) > MAX_READINGS:
-        raise MeasurementFormatError(f"{where}: more than {MAX_READINGS} readings")
-    m = Measurement(
-        gateway=gateway, device=_text(_field(obj, "dev", str, where), f"{where} field 'dev'"),
-        seq=seq, time_ms=_uint(obj, "t", where), clock_synced=_field(obj, "sync", bool, where),
-        readings=tuple(_reading(r, f"{where} reading {i}") for i, r in enumerate(raw)),
-        prev_hash=_hex(obj, "prev", 32, where))
-    return SignedMeasurement(measurement=m, signature=_hex(obj, "sig", 65, where),
-                             leaf=struct_hash(m))
-
-
-def _version(obj: Any, what: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise MeasurementFormatError(f"{what} must be a JSON object")
-    if type(obj.get("v")) is not int or obj["v"] != WIRE_VERSION:
-        raise MeasurementFormatError(f"{what}: field 'v' must be {WIRE_VERSION} (this gateway "
-                                     f"reads wire version {WIRE_VERSION} only)")
-    return obj
-
-
-def from_wire(data: bytes | str | dict[str, Any]) -> SignedMeasurement:
-    """Parse one wire-form record. Raises MeasurementFormatError (naming the field) on bad input;
-    the signature is not checked here (see `recover_signer`)."""
-    obj = _version(data if isinstance(data, dict) else _loads(data, "record"), "record")
-    return _record(obj, _gateway(obj, "record"), "record")
-
-
-def decode_batch(data: bytes | str | dict[str, Any]) -> list[SignedMeasurement]:
-    """Parse one batch payload. Raises MeasurementFormatError (naming the field) on bad input."""
-    obj = _version(data if isinstance(data, dict) else _loads(data, "batch"), "batch")
-    gateway = _gateway(obj, "batch")
-    items = _field(obj, "m", list, "batch")
-    if not 0 < len(items) <= MAX_BATCH:
-        raise MeasurementFormatError(f"batch: field 'm' must hold 1..{MAX_BATCH} records")
-    return [_record(item, gateway, f"batch record {i}") for i, item in enumerate(items)]

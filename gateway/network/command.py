@@ -241,35 +241,38 @@ def parse(payload: bytes, *, max_bytes: int = MAX_BYTES) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CommandRejected(Code.MALFORMED, "a command is a JSON object")
     raw_id = obj.get("id")
-    cid = raw_id if isinstance(raw_id, str) and _ID.match(raw_id) else None
+    if not (isinstance(raw_id, str) and _ID.match(raw_id)):
+        raise CommandRejected(Code.MALFORMED, '"id" must be a string of [A-Za-z0-9_.:-], 1-64 chars')
+    problem = _envelope_problem(obj)
+    if problem:
+        raise CommandRejected(Code.MALFORMED, problem, id=raw_id)
+    return obj
 
-    def bad(message: str) -> CommandRejected:
-        return CommandRejected(Code.MALFORMED, message, id=cid)
 
-    if cid is None:
-        raise bad('"id" must be a string of [A-Za-z0-9_.:-], 1-64 chars')
+def _envelope_problem(obj: dict[str, Any]) -> str | None:
+    """What is wrong with an envelope's fields besides "id" (the first problem found), or None."""
     unknown = sorted(set(obj) - ENVELOPE_KEYS)
     if unknown:
-        raise bad(f"unknown envelope field(s) {unknown}")
+        return f"unknown envelope field(s) {unknown}"
     if obj.get("v") != VERSION:
-        raise bad(f'"v" must be {VERSION} (this gateway speaks drgw command envelope v{VERSION})')
+        return f'"v" must be {VERSION} (this gateway speaks drgw command envelope v{VERSION})'
     for key in ("gw", "op"):
         if not isinstance(obj.get(key), str) or not _ADDRESS.match(obj[key]):
-            raise bad(f'"{key}" must be an address: 0x and 40 hex digits')
+            return f'"{key}" must be an address: 0x and 40 hex digits'
     if not isinstance(obj.get("cmd"), str) or not obj["cmd"]:
-        raise bad('"cmd" must be a command name')
+        return '"cmd" must be a command name'
     if "args" in obj and not isinstance(obj["args"], dict):
-        raise bad('"args" must be a JSON object')
+        return '"args" must be a JSON object'
     exp = obj.get("exp")
     if not isinstance(exp, int) or isinstance(exp, bool) or exp < 0:
-        raise bad('"exp" must be the expiry as unix time in milliseconds (integer)')
+        return '"exp" must be the expiry as unix time in milliseconds (integer)'
     try:
         nonce_key(obj.get("nonce"))
     except ValueError as exc:
-        raise bad(str(exc)) from None
+        return str(exc)
     if not isinstance(obj.get("sig"), str):
-        raise bad('"sig" is missing: sign the command with the operator key')
-    return obj
+        return '"sig" is missing: sign the command with the operator key'
+    return None
 
 
 def _no_constant(name: str) -> Any:
@@ -284,28 +287,8 @@ def verify(payload: bytes, policy: CommandPolicy, *, now_ms: int) -> Command:
     """
     env = parse(payload, max_bytes=policy.max_bytes)
     cid = env["id"]
-    try:
-        signer = signer_of(env)
-    except ValueError as exc:
-        raise CommandRejected(Code.FORGED, f"bad signature: {exc}", id=cid) from None
-    op = env["op"].lower()
-    if signer != op:
-        raise CommandRejected(Code.FORGED, f"signature is by {signer}, not by op {op}: the "
-                              "command was altered or signed with another key", id=cid)
-    if op not in policy.operators:
-        raise CommandRejected(Code.UNKNOWN_OPERATOR, f"operator {op} is not on this gateway's "
-                              "allow-list ([commands] operators in its config)", id=cid)
-    if env["gw"].lower() != policy.gw.lower():
-        raise CommandRejected(Code.WRONG_TARGET, f"command is for gateway {env['gw'].lower()}, "
-                              f"this is {policy.gw.lower()}", id=cid)
-    exp = env["exp"]
-    if exp < now_ms - policy.skew_ms:
-        raise CommandRejected(Code.EXPIRED, f"command expired at {exp} ms; gateway time is "
-                              f"{now_ms} ms: sign a new one (check the operator's clock)", id=cid)
-    if exp > now_ms + policy.max_lifetime_ms + policy.skew_ms:
-        raise CommandRejected(Code.LIFETIME, f"expiry {exp} is more than "
-                              f"{policy.max_lifetime_ms // 1000} s ahead of gateway time "
-                              f"{now_ms}: use a shorter expiry", id=cid)
+    op = _authorised_operator(env, policy)
+    _check_expiry(env["exp"], policy, now_ms=now_ms, cid=cid)
     cmd = env["cmd"]
     if cmd not in COMMANDS:
         raise CommandRejected(Code.UNKNOWN_COMMAND, f"unknown command {cmd[:64]!r}; known: "
@@ -316,7 +299,39 @@ def verify(payload: bytes, policy: CommandPolicy, *, now_ms: int) -> Command:
         exc.id = cid
         raise
     return Command(id=cid, gw=env["gw"].lower(), cmd=cmd, args=args,
-                   nonce=nonce_key(env["nonce"]), exp_ms=exp, op=op)
+                   nonce=nonce_key(env["nonce"]), exp_ms=env["exp"], op=op)
+
+
+def _authorised_operator(env: Mapping[str, Any], policy: CommandPolicy) -> str:
+    """The envelope's operator (lower case), once its signature, the allow-list and the target
+    gateway agree; CommandRejected (FORGED, UNKNOWN_OPERATOR, WRONG_TARGET) otherwise."""
+    cid = env["id"]
+    try:
+        signer = signer_of(env)
+    except ValueError as exc:
+        raise CommandRejected(Code.FORGED, f"bad signature: {exc}", id=cid) from None
+    op: str = env["op"].lower()
+    if signer != op:
+        raise CommandRejected(Code.FORGED, f"signature is by {signer}, not by op {op}: the "
+                              "command was altered or signed with another key", id=cid)
+    if op not in policy.operators:
+        raise CommandRejected(Code.UNKNOWN_OPERATOR, f"operator {op} is not on this gateway's "
+                              "allow-list ([commands] operators in its config)", id=cid)
+    if env["gw"].lower() != policy.gw.lower():
+        raise CommandRejected(Code.WRONG_TARGET, f"command is for gateway {env['gw'].lower()}, "
+                              f"this is {policy.gw.lower()}", id=cid)
+    return op
+
+
+def _check_expiry(exp: int, policy: CommandPolicy, *, now_ms: int, cid: str) -> None:
+    """An expiry in the past (beyond the allowed clock skew) or too far ahead is refused."""
+    if exp < now_ms - policy.skew_ms:
+        raise CommandRejected(Code.EXPIRED, f"command expired at {exp} ms; gateway time is "
+                              f"{now_ms} ms: sign a new one (check the operator's clock)", id=cid)
+    if exp > now_ms + policy.max_lifetime_ms + policy.skew_ms:
+        raise CommandRejected(Code.LIFETIME, f"expiry {exp} is more than "
+                              f"{policy.max_lifetime_ms // 1000} s ahead of gateway time "
+                              f"{now_ms}: use a shorter expiry", id=cid)
 
 
 def make(*, gw: str, cmd: str, args: Mapping[str, Any], op: str, id: str, nonce: int | str,

@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from gateway.clock import wall_ms
 from gateway.network import command as core
 from gateway.network import topics
 from gateway.network.command import Code, Command, CommandPolicy, CommandRejected
-from gateway.network.link import Connection, wall_ms
+from gateway.network.link import Connection
 from gateway.network.nonces import NonceCache
 from gateway.network.payloads import dumps
 

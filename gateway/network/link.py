@@ -13,13 +13,13 @@ import contextlib
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
 
+from gateway.clock import wall_ms
 from gateway.network import payloads, topics
 from gateway.network.errors import (
     BrokerRefused,
@@ -34,10 +34,6 @@ from gateway.network.settings import LinkSettings
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Connection:

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.clock import wall_ms
 from gateway.network import payloads, topics
-from gateway.network.link import Connection, MqttLink, wall_ms
+from gateway.network.link import Connection, MqttLink
 from gateway.network.pacing import TokenBucket
 from gateway.network.ports import CounterSource, OutboxRow, OutboxStore
 

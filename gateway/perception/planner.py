@@ -5,7 +5,8 @@ Points of one table are sorted by address and merged into one request while
 - the registers read in between (the gap) cost fewer bytes than starting a new request would,
 - the request does not span a barrier (a profile's own, or one learned at run time).
 A device that answers "illegal data address" to a merged read gets a learned barrier, so the next
-plan splits there (`ReadPlanner.split`). Pure code: no I/O, no clock.
+plan splits there (`ReadPlanner.split`). Each planned read carries its decoder, compiled as it is
+planned (gateway.perception.decoders). Pure code: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.perception.decoders import ReadDecoder, Span
 from gateway.perception.profiles import MODBUS_MAX_BITS, Point
 from gateway.protocol.modbus import (
     BIT_FUNCTIONS,
@@ -30,16 +32,15 @@ TCP_REQUEST_OVERHEAD = 100
 
 @dataclass(frozen=True, slots=True)
 class PlannedRead:
-    """One read request and the points it carries."""
+    """One read request, the points it carries and the decoder of its response."""
 
     table: str
     address: int
     count: int
     points: tuple[Point, ...]
-    # A cache slot for the device layer: this read's decoder (gateway.device.device.ReadDecoder),
-    # compiled on first use. Plans are cached per point set, so one read is decoded every cycle; the
-    # slot is not part of the read's value (no init, compare or repr).
-    decoder: object = field(default=None, init=False, compare=False, repr=False)
+    # Compiled with the read (`planned_read`): plans are cached per point set, so one read and its
+    # decoder serve every cycle. Derived from the fields above, so not part of the read's value.
+    decoder: ReadDecoder = field(compare=False, repr=False)
 
     @property
     def function(self) -> int:
@@ -53,6 +54,14 @@ class PlannedRead:
         """The slice of this request's response that holds `point`."""
         start = point.address - self.address
         return values[start : start + point.count]
+
+
+def planned_read(*, table: str, address: int, count: int, points: Sequence[Point],
+                 sf_names: frozenset[str] = frozenset()) -> PlannedRead:
+    """A read and its compiled decoder; `sf_names` are the device's scale-factor registers."""
+    span = Span(address=address, count=count, points=tuple(points))
+    return PlannedRead(table=table, address=address, count=count, points=span.points,
+                       decoder=ReadDecoder(span, sf_names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +79,10 @@ class ReadPlan:
 
 def plan_reads(points: Iterable[Point], *, max_registers: int = 125,
                barriers: Iterable[tuple[str, int]] = (),
-               overhead_bytes: int = RTU_REQUEST_OVERHEAD) -> ReadPlan:
-    """Merge points into requests. Overlapping or duplicate points share a request."""
+               overhead_bytes: int = RTU_REQUEST_OVERHEAD,
+               sf_names: frozenset[str] = frozenset()) -> ReadPlan:
+    """Merge points into requests. Overlapping or duplicate points share a request; `sf_names` (the
+    device's scale-factor registers) are what each read's decoder is compiled for."""
     barrier_set = frozenset(barriers)
     reads: list[PlannedRead] = []
     by_table: dict[str, list[Point]] = {}
@@ -95,13 +106,13 @@ def plan_reads(points: Iterable[Point], *, max_registers: int = 125,
                     current.append(point)
                     end = new_end
                     continue
-                reads.append(PlannedRead(table=table, address=start, count=end - start,
-                                         points=tuple(current)))
+                reads.append(planned_read(table=table, address=start, count=end - start,
+                                          points=current, sf_names=sf_names))
             current = [point]
             start, end = point.address, point.end
         if current:
-            reads.append(PlannedRead(table=table, address=start, count=end - start,
-                                     points=tuple(current)))
+            reads.append(planned_read(table=table, address=start, count=end - start,
+                                      points=current, sf_names=sf_names))
     return ReadPlan(reads=tuple(reads))
 
 
@@ -116,6 +127,7 @@ class ReadPlanner:
     max_registers: int = 125
     barriers: frozenset[tuple[str, int]] = frozenset()
     overhead_bytes: int = RTU_REQUEST_OVERHEAD
+    sf_names: frozenset[str] = frozenset()  # the device's scale-factor registers, for the decoders
     learned: set[tuple[str, int]] = field(default_factory=set)
     unsupported: set[str] = field(default_factory=set)
     # Plans by the names of the points asked for (names are unique within a device's profile). A
@@ -130,7 +142,7 @@ class ReadPlanner:
             usable = [p for p in points if p.name not in self.unsupported]
             cached = plan_reads(usable, max_registers=self.max_registers,
                                 barriers=self.barriers | self.learned,
-                                overhead_bytes=self.overhead_bytes)
+                                overhead_bytes=self.overhead_bytes, sf_names=self.sf_names)
             self._plans[key] = cached
         return cached
 

@@ -1,14 +1,18 @@
 """FakeAgent: an in-memory AgentControl for tests and demos of the fleet commands (the real one is
-gateway/agent/agent.py). Behaves like the contract says, including refusals, and records every call."""
+the agent's, in gateway/agent/). Behaves like the contract says, including refusals, and records
+every call."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.network.command import Code, CommandRejected
+
+if TYPE_CHECKING:
+    from gateway.network.dispatcher import AgentControl
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +111,7 @@ class FakeAgent:
     async def dr_event(self, args: Mapping[str, Any]) -> Any:
         await self._note("dr_event", dict(args))
         return {"event_id": args["event_id"], "accepted": True}
+
+
+if TYPE_CHECKING:  # mypy checks that the fake still has the shape of the Protocol it stands in for
+    _CONTROL: AgentControl = FakeAgent()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.network.ports import CounterSource, OutboxStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +48,8 @@ class MemoryOutbox:
     def counters(self) -> Mapping[str, int]:
         rows, size = self.outbox_depth()
         return {"outbox_rows": rows, "outbox_bytes": size, "outbox_acked": len(self.acks)}
+
+
+if TYPE_CHECKING:  # mypy checks that the fake still has the shape of the Protocols it stands in for
+    _STORE: OutboxStore = MemoryOutbox()
+    _COUNTERS: CounterSource = MemoryOutbox()

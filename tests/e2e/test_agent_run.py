@@ -23,8 +23,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.measurement.record import decode_batch, measurement_domain, recover_signer
+from gateway.measurement.record import measurement_domain, recover_signer
 from gateway.measurement.store.database import Store
+from gateway.measurement.wire import decode_batch
 from tests.mosquitto import Broker, broker_fixture
 
 persistent_broker = pytest.fixture(broker_fixture(persistence=True))

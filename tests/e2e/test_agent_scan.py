@@ -23,14 +23,14 @@ from typing import Any
 import pytest
 
 from firmware_shims.home import SimulatedHome
-from gateway.config.gateway import BusConfig
+from gateway.config.profiles import load_all, load_profile
 from gateway.device.bus import BusBusy, BusOwner
+from gateway.device.config import BusConfig
 from gateway.device.connect import make_link
 from gateway.device.device import DeviceSpec
 from gateway.device.probe import MAX_REMOTE_UNITS, scan_running_bus
 from gateway.measurement.record import SignedMeasurement
 from gateway.measurement.store.database import Store
-from gateway.perception.profiles import load_all, load_profile
 from gateway.perception.readings import Sample
 from tests.mosquitto import Broker
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from firmware_shims.faults import NoReply
 from firmware_shims.home import SimulatedHome
-from gateway.config.gateway import BusConfig, DeviceConfig, DevicesConfig
+from gateway.config.profiles import load_profile
+from gateway.device.config import BusConfig, DeviceConfig, DevicesConfig
 from gateway.device.layer import DeviceLayer
-from gateway.perception.profiles import load_profile
 from gateway.perception.readings import LatestValues, Quality, Sample
 
 RTU_BUS = """

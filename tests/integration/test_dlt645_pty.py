@@ -53,7 +53,7 @@ def run(scenario: str, body: Body, scenario_file: Callable[[str], Path]) -> None
 
 
 def owner_for(port: str, *specs: tuple[str, str, str], timeout: float = 0.5) -> Dlt645BusOwner:
-    from gateway.perception.profiles import load_profile
+    from gateway.config.profiles import load_profile
 
     meters = [MeterSpec(name=n, profile=load_profile(p), address=a, timeout=timeout)
               for n, p, a in specs]
@@ -62,8 +62,8 @@ def owner_for(port: str, *specs: tuple[str, str, str], timeout: float = 0.5) -> 
 
 
 def resolution(reading: Reading, profile: str) -> float:
+    from gateway.config.profiles import load_profile
     from gateway.perception.dlt645_values import BcdFormat
-    from gateway.perception.profiles import load_profile
 
     point = load_profile(profile).point(reading.name)
     return 10.0 ** -BcdFormat.from_type_name(point.type).decimals * point.scale

@@ -17,13 +17,9 @@ import pytest
 
 from gateway.measurement.identity import GatewayKey
 from gateway.measurement.keyfile import write_key
-from gateway.measurement.record import (
-    MeasurementChain,
-    ScaledReading,
-    encode_batch,
-    measurement_domain,
-)
+from gateway.measurement.record import MeasurementChain, ScaledReading, measurement_domain
 from gateway.measurement.store.database import Store
+from gateway.measurement.wire import encode_batch
 from gateway.network import payloads, topics
 from gateway.network.command import CommandPolicy
 from gateway.network.dispatcher import CommandDispatcher

@@ -17,8 +17,8 @@ from firmware_shims.clock import ManualClock
 from firmware_shims.faults import NoReply
 from firmware_shims.home import SimulatedHome
 from gateway.commands.read import line_settings
+from gateway.config.profiles import load_profile
 from gateway.perception.dlt645_values import BcdFormat
-from gateway.perception.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 THREE = "dlt645_three_phase"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
+from gateway.config.profiles import load_profile
 from gateway.perception.codec import decode_point
-from gateway.perception.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 METER_PATH = ROOT / "tests" / "data" / "profiles" / "meters" / "test_meter.yaml"

@@ -18,8 +18,9 @@ from firmware_shims.home import SimulatedHome
 from firmware_shims.loads import ConstantLoad
 from firmware_shims.scenario import BusSpec, DeviceSpec, Scenario
 from firmware_shims.wire import LineSettings
+from gateway.config.profiles import load_profile
 from gateway.perception.codec import decode_point
-from gateway.perception.profiles import Profile, load_profile
+from gateway.perception.profiles import Profile
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "profiles"
 METER = load_profile(DATA / "meters" / "test_meter.yaml")

@@ -16,9 +16,10 @@ from firmware_shims.faults import BadCrc, ExceptionReply, NoReply, Reboot, SlowT
 from firmware_shims.home import SimulatedHome
 from firmware_shims.loads import ConstantLoad, LoadModel
 from firmware_shims.scenario import DeviceSpec, Scenario
+from gateway.config.profiles import load_profile
 from gateway.errors import ConfigError
 from gateway.perception.codec import decode_point, encode_point
-from gateway.perception.profiles import Profile, load_profile
+from gateway.perception.profiles import Profile
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "profiles"
 METER = load_profile(DATA / "meters" / "test_meter.yaml")

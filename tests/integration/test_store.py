@@ -14,11 +14,11 @@ from gateway.measurement.record import (
     MeasurementChain,
     ScaledReading,
     SignedMeasurement,
-    decode_batch,
     measurement_domain,
 )
 from gateway.measurement.store import OutboxItem, Store
 from gateway.measurement.store.migrations import LATEST, migrate, schema_version
+from gateway.measurement.wire import decode_batch
 
 KEY = GatewayKey.from_secret(  # TEST-ONLY key
     bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"))
@@ -130,7 +130,7 @@ def test_upgrade_from_v1(tmp_path: Path) -> None:
     db = Database(conn)
     assert migrate(db, path=str(path), target=1) == 1
     signed = make(MeasurementChain(gateway=KEY.address), 2)
-    from gateway.measurement.record import to_wire
+    from gateway.measurement.wire import to_wire
     for sm in signed:
         m = sm.measurement
         conn.execute("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?)",

@@ -15,12 +15,12 @@ from gateway.measurement.identity import GatewayKey
 from gateway.measurement.record import (
     MeasurementChain,
     ScaledReading,
-    decode_batch,
     measurement_domain,
     recover_signer,
     struct_hash,
 )
 from gateway.measurement.store import Store
+from gateway.measurement.wire import decode_batch
 
 SECRET = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"  # TEST-ONLY key
 

@@ -12,15 +12,9 @@ import pytest
 from gateway.commands import keys, verify
 from gateway.errors import DrgwError
 from gateway.measurement.identity import GatewayKey
-from gateway.measurement.record import (
-    MeasurementChain,
-    ScaledReading,
-    SignedMeasurement,
-    encode_batch,
-    measurement_domain,
-    to_wire,
-)
+from gateway.measurement.record import MeasurementChain, ScaledReading, SignedMeasurement, measurement_domain
 from gateway.measurement.store import Store
+from gateway.measurement.wire import encode_batch, to_wire
 
 KEY = GatewayKey.from_secret(  # TEST-ONLY key
     bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"))

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from firmware_shims.home import SimulatedHome
+from gateway.config.profiles import load_all
 from gateway.device.bus import BusOwner
 from gateway.device.connect import make_link
 from gateway.device.device import DeviceSpec
 from gateway.perception.codec import decode_raw
-from gateway.perception.profiles import Point, Profile, load_all
+from gateway.perception.profiles import Point, Profile
 from gateway.perception.readings import Quality
 from gateway.protocol import modbus
 

@@ -1,4 +1,4 @@
-"""The compiled read decoder (device.ReadDecoder) gives exactly the readings of the reference decode.
+"""The compiled read decoder (decoders.ReadDecoder) gives exactly the readings of the reference decode.
 
 For every Modbus profile in device_profiles/ and tests/data/profiles/, and a synthetic profile with
 every register type in every byte/word order, scale factors, offsets, sentinels, overlapping points,
@@ -18,18 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.device.device import DeviceSpec, DeviceState, ReadDecoder, decode_read, decode_read_reference
+from gateway.config.profiles import load_profile, profile_paths
+from gateway.device.device import DeviceSpec, DeviceState
 from gateway.perception.codec import decode_raw, packed_reader, response_packer
+from gateway.perception.decoders import ReadDecoder, decode_read, decode_read_reference
 from gateway.perception.planner import PlannedRead
-from gateway.perception.profiles import (
-    BIT_TABLES,
-    REGISTER_COUNT,
-    Point,
-    Profile,
-    load_profile,
-    profile_from_mapping,
-    profile_paths,
-)
+from gateway.perception.profile_schema import profile_from_mapping
+from gateway.perception.profiles import BIT_TABLES, REGISTER_COUNT, Point, Profile
 from gateway.perception.readings import Reading
 
 TEST_PROFILES = Path(__file__).resolve().parents[1] / "data" / "profiles"

@@ -11,9 +11,10 @@ import pytest
 from firmware_shims.scenario import load_scenario
 from gateway.commands.profiles import run_show
 from gateway.config.gateway import parse_config
+from gateway.config.profiles import load_profile
 from gateway.errors import ConfigError, ProfileError
 from gateway.perception.dlt645_values import STANDARD_ITEMS
-from gateway.perception.profiles import load_profile, profile_from_mapping
+from gateway.perception.profile_schema import profile_from_mapping
 
 HEAD = '[gateway]\nkey = "gw.key"\n\n'
 BUS = '[[bus]]\nname = "line"\nprotocol = "dlt645"\nserial = "/dev/ttyUSB0"\n\n'

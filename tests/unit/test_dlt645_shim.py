@@ -9,8 +9,8 @@ from firmware_shims.device import DeviceSettings, SimulatedDevice
 from firmware_shims.dlt645 import SimulatedMeter, address_matches, collide
 from firmware_shims.faults import ExceptionReply
 from firmware_shims.loads import ConstantLoad
+from gateway.config.profiles import load_all, load_profile
 from gateway.perception import dlt645_values as values
-from gateway.perception.profiles import load_all, load_profile
 from gateway.protocol import dlt645
 
 DLT645 = [p for p in load_all() if p.transport.protocol == "dlt645"]

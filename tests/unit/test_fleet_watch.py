@@ -14,10 +14,10 @@ from gateway.measurement.record import (
     MeasurementChain,
     ScaledReading,
     SignedMeasurement,
-    encode_batch,
     measurement_domain,
     sign,
 )
+from gateway.measurement.wire import encode_batch
 
 # TEST-ONLY keys: never use them for a real gateway.
 KEY = GatewayKey.from_secret(

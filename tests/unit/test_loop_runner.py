@@ -10,12 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway.chain.port import Award, FakeMarketPort
+from gateway.chain.port import Award
 from gateway.loop.journal import Journal
 from gateway.loop.policy import Action, Lever
 from gateway.loop.runner import DrLoop
 from gateway.loop.settings import DrConfig
 from gateway.perception.readings import Quality, Reading, Sample
+from gateway.testing.fake_market import FakeMarketPort
 
 MARKET = "0x" + "ab" * 20
 T0 = 1_800_000_000

@@ -33,21 +33,19 @@ from gateway.measurement.eip712 import (
 )
 from gateway.measurement.identity import GatewayKey
 from gateway.measurement.record import (
-    MAX_TEXT,
     MEASUREMENT_TYPEHASH,
     READING_TYPEHASH,
     Measurement,
     MeasurementChain,
     ScaledReading,
     SignedMeasurement,
-    encode_batch,
     measurement_domain,
     scale_readings,
     scale_value,
     sign,
     struct_hash,
-    to_wire,
 )
+from gateway.measurement.wire import MAX_TEXT, encode_batch, to_wire
 from gateway.perception.readings import Quality, Reading
 
 KEY = GatewayKey.from_secret(bytes.fromhex(

@@ -12,17 +12,19 @@ from hypothesis import strategies as st
 from gateway.errors import RemoteError
 from gateway.measurement.identity import GatewayKey
 from gateway.measurement.record import (
-    MAX_TEXT,
     Measurement,
-    MeasurementFormatError,
     ScaledReading,
     SignedMeasurement,
-    decode_batch,
-    encode_batch,
-    from_wire,
     measurement_domain,
     recover_signer,
     sign,
+)
+from gateway.measurement.wire import (
+    MAX_TEXT,
+    MeasurementFormatError,
+    decode_batch,
+    encode_batch,
+    from_wire,
     to_wire,
 )
 

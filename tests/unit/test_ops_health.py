@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from gateway.config.profiles import load_profile
 from gateway.device.device import DeviceSpec, DeviceState
 from gateway.ops.health import (
     DeviceCounts,
@@ -17,7 +18,6 @@ from gateway.ops.health import (
     read_process,
     read_store,
 )
-from gateway.perception.profiles import load_profile
 
 
 def device(name: str, *, requests: int, cycles: int = 0, failed: int = 0, timeouts: int = 0,

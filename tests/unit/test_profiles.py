@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.config.profiles import load_profile
 from gateway.errors import ProfileError
-from gateway.perception.profiles import load_profile
 
 GOOD = {
     "schema": 1, "kind": "meter", "vendor": "Test", "model": "T1", "source": "unit test",

@@ -9,8 +9,9 @@ from firmware_shims.clock import ManualClock
 from firmware_shims.device import SimulatedDevice
 from firmware_shims.loads import ConstantLoad
 from firmware_shims.registers import FUNCTION_TABLES
+from gateway.config.profiles import load_all
 from gateway.perception.codec import decode_point
-from gateway.perception.profiles import Profile, load_all
+from gateway.perception.profiles import Profile
 
 READ_CODE = {table: code for code, table in FUNCTION_TABLES.items() if code in (1, 2, 3, 4)}
 PROFILES = load_all()

@@ -12,9 +12,10 @@ from firmware_shims.clock import ManualClock
 from firmware_shims.device import DeviceSettings, SimulatedDevice
 from firmware_shims.loads import ConstantLoad
 from firmware_shims.physics import Grid
+from gateway.config.profiles import load_profile
 from gateway.errors import ConfigError
 from gateway.perception.codec import decode_point, encode_point
-from gateway.perception.profiles import Profile, load_profile
+from gateway.perception.profiles import Profile
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "profiles"
 FC_HOLDING, FC_INPUT, FC_COIL, FC_WRITE_COIL, FC_WRITE_REG, FC_WRITE_REGS = 3, 4, 1, 5, 6, 16

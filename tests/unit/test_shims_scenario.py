@@ -9,8 +9,8 @@ import pytest
 from firmware_shims.faults import BadCrc, ExceptionReply, NoReply, Reboot, SlowTurnaround
 from firmware_shims.loads import ConstantLoad, DailyCurve, NoisyLoad
 from firmware_shims.scenario import load_scenario
+from gateway.config.profiles import profile_paths
 from gateway.errors import ConfigError
-from gateway.perception.profiles import profile_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 METER = ROOT / "tests" / "data" / "profiles" / "meters" / "test_meter.yaml"

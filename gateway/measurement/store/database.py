@@ -21,16 +21,17 @@ of a steady stream (one per commit instead of one per commit and one per PUBACKe
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.clock import wall_ms
 from gateway.errors import ConfigError
 from gateway.measurement import merkle
 from gateway.measurement.eip712 import ZERO32
-from gateway.measurement.record import SignedMeasurement, batch_from_wire, from_wire, to_wire
+from gateway.measurement.record import SignedMeasurement
 from gateway.measurement.store.migrations import migrate
+from gateway.measurement.wire import batch_from_wire, from_wire, to_wire
 
 EVICTION_REASONS = ("evicted_age", "evicted_rows_cap", "evicted_bytes_cap")
 
@@ -55,17 +56,13 @@ class MerkleInterval:
     leaf_count: int
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Store:
     """See the module docstring. Caps are constructor arguments; 0 for a cap means "none"."""
 
     def __init__(self, path: str | Path, *, batch_size: int = 100,
                  outbox_max_rows: int = 100_000, outbox_max_bytes: int = 256 << 20,
                  outbox_max_age_ms: int = 7 * 86_400_000, measurements_max_rows: int = 5_000_000,
-                 synchronous: str = "FULL", clock_ms: Callable[[], int] = _wall_clock_ms) -> None:
+                 synchronous: str = "FULL", clock_ms: Callable[[], int] = wall_ms) -> None:
         if batch_size < 1 or measurements_max_rows < 1:
             raise ConfigError("store: batch_size and measurements_max_rows must be at least 1")
         if synchronous not in ("NORMAL", "FULL"):

@@ -15,8 +15,15 @@ from gateway.ops.doctor.broker import check_broker
 from gateway.ops.doctor.chain import check_chain
 from gateway.ops.doctor.check import Check, fail, ok
 from gateway.ops.doctor.devices import check_devices
-from gateway.ops.doctor.host import (check_clock, check_disk, check_key, check_serial_ports,
-                                     check_store, lookup_user, service_reads)
+from gateway.ops.doctor.host import (
+    check_clock,
+    check_disk,
+    check_key,
+    check_serial_ports,
+    check_store,
+    lookup_user,
+    service_reads,
+)
 
 SERVICE_USER = "drgw"  # systemd/drgw.sysusers
 

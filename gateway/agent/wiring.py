@@ -1,0 +1,227 @@
+"""The agent's composition root: builds every part from the config and hands each what it needs.
+
+Nothing here runs: `build` returns the parts (store, measurement pipeline, device layer, MQTT link and
+its session workers, command dispatcher, DR loop, watchdog), each given its collaborators through
+its constructor. An embedding program (the demo) chooses the DR loop's market, chain thread, poll
+interval and an extra reader of its events through `LoopOptions`, never by patching a built part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway import __version__
+from gateway.agent.control import Control
+from gateway.agent.lifetime import StopRequest, Work
+from gateway.agent.pipeline import Housekeeping, MeasurementPipeline
+from gateway.agent.readout import Readout, status_info
+from gateway.config.gateway import GatewayConfig
+from gateway.device.layer import DeviceLayer
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import measurement_domain
+from gateway.measurement.store.database import Store
+from gateway.network import topics
+from gateway.network.command import CommandPolicy
+from gateway.network.dispatcher import CommandDispatcher
+from gateway.network.link import MqttLink, SessionWorker
+from gateway.network.nonces import NonceCache
+from gateway.network.publisher import EventPublisher, HealthPublisher, Publisher, PublishLimits
+from gateway.network.settings import LinkSettings
+from gateway.ops import sdnotify
+from gateway.perception.readings import Quality, Sample
+
+if TYPE_CHECKING:
+    from gateway.chain.port import MarketPort
+    from gateway.chain.settings import ChainConfig
+    from gateway.loop.runner import DrLoop
+
+log = logging.getLogger(__name__)
+
+EventBody = Mapping[str, Any]
+DEFAULT_MARKET_POLL_S = 15.0  # without a [chain] section (an injected market)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopOptions:
+    """What an embedding program may choose for the DR loop instead of the config's defaults."""
+
+    market: MarketPort | None = None  # default: the [chain] section's market, built lazily
+    executor: Executor | None = None  # the thread that owns the chain (default: the loop's own)
+    poll_interval_s: float | None = None  # market polls (default: [chain] poll_interval)
+    on_event: Callable[[EventBody], None] | None = None  # sees each event body after MQTT does
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parts:
+    """Everything `drgw run` runs, built and connected."""
+
+    config: GatewayConfig
+    store: Store
+    layer: DeviceLayer
+    pipeline: MeasurementPipeline
+    housekeeping: Housekeeping
+    link: MqttLink
+    publisher: Publisher
+    workers: tuple[SessionWorker, ...]  # what runs while the broker session is up
+    readout: Readout
+    control: Control
+    dr: DrLoop | None
+    watchdog: sdnotify.Watchdog
+    metrics: Callable[[], Work] | None  # the Prometheus endpoint, when [metrics] asks for one
+
+
+class LayerPoints:
+    """The DR loop's view of the devices (gateway.loop.runner.PointIO): write a point, read it now."""
+
+    def __init__(self, layer: DeviceLayer) -> None:
+        self.layer = layer
+
+    async def write(self, device: str, name: str, value: float) -> None:
+        await self.layer.write(device, name, value)
+
+    async def read(self, device: str, name: str) -> float | None:
+        for reading in await self.layer.read_now(device, [name]):
+            if reading.name == name and reading.quality is Quality.OK \
+                    and isinstance(reading.value, int | float):
+                return float(reading.value)
+        return None
+
+
+def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: LoopOptions) -> Parts:
+    started = time.monotonic()
+    store = open_store(config)
+    samples: asyncio.Queue[Sample] = asyncio.Queue()
+    wake = asyncio.Event()  # new outbox rows: the publisher looks again
+    layer = DeviceLayer(config.devices, sink=samples.put_nowait)
+    events = EventPublisher(gw=key.address)
+    dr = None if config.dr is None else dr_loop(
+        config, key=key, layer=layer, store=store, publish=events.publish_event, options=loop)
+    progress = sdnotify.PipelineProgress(limits=sdnotify.StallLimits.for_devices(
+        ({d.intervals[p.poll] for p in d.profile.points}, d.timeout) for d in config.devices.devices),
+        now=time.monotonic())
+    pipeline = MeasurementPipeline(
+        key=key, domain=measurement_domain(config.chain_id), store=store, samples=samples, wake=wake,
+        topic=topics.topic(topics.gw_id(key.address), topics.Kind.MEAS), progress=progress,
+        observer=dr, states=events if config.mqtt.ha_discovery else None)
+    link = mqtt_link(config, key=key, pipeline=pipeline)
+    m = config.mqtt
+    publisher = Publisher(store=store, wake=wake, limits=PublishLimits(
+        messages_per_s=m.rate_messages, bytes_per_s=m.rate_bytes, window=m.inflight))
+    readout = Readout(store=store, layer=layer, pipeline=pipeline, publisher=publisher, link=link)
+    control = Control(config=config, store=store, layer=layer, pipeline=pipeline, readout=readout,
+                      dr=dr, started=started, stop=stop)
+    health = HealthPublisher(link=link, counters=readout, store=store, interval_s=m.health_interval,
+                             detail=readout.detail)
+    dispatcher = command_dispatcher(config, key=key, control=control)
+    # systemd: READY=1 once running, WATCHDOG=1 only while measurements reach the store.
+    watchdog = sdnotify.Watchdog.from_environment(
+        health=lambda now: progress.check(now=now, waiting=samples.qsize()),
+        status_line=readout.status_line)
+    return Parts(
+        config=config, store=store, layer=layer, pipeline=pipeline, link=link, publisher=publisher,
+        housekeeping=Housekeeping(config=config, store=store, pipeline=pipeline,
+                                  connected=link.connected, started=started, stop=stop),
+        workers=session_workers(config, key=key, parts=(publisher, health, events, dispatcher)),
+        readout=readout, control=control, dr=dr, watchdog=watchdog,
+        metrics=metrics_server(config, key=key, readout=readout, started=started))
+
+
+def open_store(config: GatewayConfig) -> Store:
+    s = config.store
+    return Store(s.path, batch_size=config.mqtt.batch_max, outbox_max_rows=s.outbox_max_rows,
+                 outbox_max_bytes=s.outbox_max_bytes, outbox_max_age_ms=int(s.outbox_max_age_s * 1000),
+                 measurements_max_rows=s.measurements_max_rows)
+
+
+def mqtt_link(config: GatewayConfig, *, key: GatewayKey, pipeline: MeasurementPipeline) -> MqttLink:
+    m, gw = config.mqtt, topics.gw_id(key.address)
+    settings = LinkSettings.from_url(m.broker, client_id=m.client_id or f"drgw-{gw[2:14]}", ca=m.ca,
+                                     cert=m.cert, key=m.key, keepalive_s=m.keepalive)
+    return MqttLink(settings=settings, gateway=key.address,
+                    status=functools.partial(status_info, config, pipeline))
+
+
+def command_dispatcher(config: GatewayConfig, *, key: GatewayKey, control: Control) -> CommandDispatcher:
+    path = config.store.path
+    return CommandDispatcher(
+        policy=CommandPolicy.build(gw=key.address, operators=config.operators), agent=control,
+        nonces=NonceCache(path.with_name(path.name + ".nonces")), sign_digest=key.sign_digest)
+
+
+def session_workers(config: GatewayConfig, *, key: GatewayKey,
+                    parts: tuple[SessionWorker, ...]) -> tuple[SessionWorker, ...]:
+    """The link's workers, and Home Assistant discovery when the config asks for it."""
+    if not config.mqtt.ha_discovery:
+        return parts
+    from gateway.network.discovery import Discovery
+
+    return (*parts, Discovery(gw=topics.gw_id(key.address), version=__version__, devices=[
+        (d.name, d.profile.name) for d in config.devices.devices if d.profile.kind == "meter"]))
+
+
+def metrics_server(config: GatewayConfig, *, key: GatewayKey, readout: Readout,
+                   started: float) -> Callable[[], Work] | None:
+    """The optional Prometheus endpoint (prometheus_client is imported only when it is on)."""
+    if config.metrics is None:
+        return None
+    from gateway.ops import metrics
+
+    collector = metrics.AgentCollector(
+        readings=readout.health_readings, counters=readout.counters, started=started,
+        info={"gw": topics.gw_id(key.address), "version": __version__,
+              "config_hash": config.config_hash})
+    return functools.partial(metrics.serve, config.metrics, collector=collector)
+
+
+def dr_loop(config: GatewayConfig, *, key: GatewayKey, layer: DeviceLayer, store: Store,
+            publish: Callable[[EventBody], None], options: LoopOptions) -> DrLoop:
+    from gateway.loop.journal import Journal
+    from gateway.loop.runner import DrLoop
+
+    dr, chain = config.dr, config.chain
+    assert dr is not None
+    market = options.market
+    if market is None and chain is not None:
+        from gateway.chain.port import LazyMarketPort
+
+        market = LazyMarketPort(chain, gateway_secret=key.secret())
+    main = next((d.name for d in config.devices.devices if d.role == "main"), None)
+    if main is None:
+        log.error("[dr] is configured but no device has role = \"main\": the loop cannot "
+                  "measure the household's load")
+    poll_s = options.poll_interval_s
+    if poll_s is None:
+        poll_s = chain.poll_interval if chain is not None else DEFAULT_MARKET_POLL_S
+    return DrLoop(config=dr, journal=Journal(config.store.path), main_device=main,
+                  io=LayerPoints(layer), publish=tee(publish, options.on_event),
+                  leaves=store.interval_leaves, market=market,
+                  market_address=market_address(market, chain), poll_interval_s=poll_s,
+                  executor=options.executor)
+
+
+def market_address(market: MarketPort | None, chain: ChainConfig | None) -> str:
+    """The market contract's address: the port's own when it knows it, else the [chain] one."""
+    address = getattr(market, "market_address", None)  # not part of MarketPort: fakes have none
+    if isinstance(address, str):
+        return address
+    return chain.market if chain is not None else ""
+
+
+def tee(first: Callable[[EventBody], None],
+        then: Callable[[EventBody], None] | None) -> Callable[[EventBody], None]:
+    """`first`, followed by `then` when there is one, for every event body."""
+    if then is None:
+        return first
+
+    def both(body: EventBody) -> None:
+        first(body)
+        then(body)
+
+    return both
