@@ -28,6 +28,7 @@ Exit status 1 when lost, different, reused or unexpected exits are non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import signal
@@ -37,6 +38,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +50,20 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from bench.soak_faults import (  # noqa: E402
+    RtuShim,
+    Skipped,
+    clock_phase,
+    disk_phase,
+    mount_tmpfs,
+    point,
+    replug_phase,
+    umount,
+)
+from gateway.errors import RemoteError  # noqa: E402
 from gateway.master.watch import StreamChecker  # noqa: E402
 from gateway.measurement.record import measurement_domain, struct_hash  # noqa: E402
-from gateway.measurement.wire import from_wire  # noqa: E402
+from gateway.measurement.wire import decode_batch, from_wire  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
 
 DRGW = [sys.executable, "-m", "gateway.cli"]
@@ -92,13 +106,26 @@ class Subscriber:
 
 
 @dataclass
+class Phase:
+    """One fault phase: the seqs committed while it ran are (first, last]; notes for the report."""
+
+    name: str
+    first: int
+    last: int = 0
+    notes: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass
 class Soak:
     work: Path
+    db: Path
     broker: Broker
     config: Path
     rng: random.Random
     broker_kill: bool
     log: Path = field(init=False)
+    phases: list[Phase] = field(default_factory=list)
     kills: int = 0
     broker_restarts: int = 0
     starts: int = 0
@@ -108,17 +135,53 @@ class Soak:
     def __post_init__(self) -> None:
         self.log = self.work / "agent.log"
 
-    def start_agent(self) -> subprocess.Popen[bytes]:
+    def start_agent(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.starts += 1
         with self.log.open("ab") as log:
             return subprocess.Popen([*DRGW, "run", str(self.config)], stdout=log,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT, env=env)
 
-    def restart_broker(self, down: float) -> None:
+    def stop_agent(self, agent: subprocess.Popen[bytes], phase: str) -> None:
+        """A clean stop (SIGTERM, exit 0) ends a phase; anything else is an unexpected exit."""
+        code = agent.poll()
+        if code is not None:
+            self.unexpected_exits.append(f"{phase}: the agent exited by itself, status {code}")
+            return
+        agent.send_signal(signal.SIGTERM)
+        try:
+            code = agent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            code = agent.wait()
+        if code != 0:
+            self.unexpected_exits.append(f"{phase}: exit status {code} after SIGTERM")
+
+    def store_seq(self) -> int:
+        mark = last_mark(self.db)
+        return 0 if mark is None else mark[0]
+
+    def broker_down(self) -> None:
         self.broker.kill() if self.broker_kill else self.broker.stop()
-        time.sleep(down)
+
+    def broker_up(self) -> None:
         self.broker.start()
         self.broker_restarts += 1
+
+    def restart_broker(self, down: float) -> None:
+        self.broker_down()
+        time.sleep(down)
+        self.broker_up()
+
+    def phase(self, name: str, body: Callable[[], list[str]]) -> None:
+        """Run one phase and note the seqs it committed; a Skipped phase says why it did not run."""
+        ph = Phase(name, first=self.store_seq())
+        self.phases.append(ph)
+        print(f"soak: phase {name} ...", file=sys.stderr, flush=True)
+        try:
+            ph.notes = body()
+        except Skipped as why:
+            ph.skipped = why.reason
+        ph.last = self.store_seq()
 
     def one_life(self, life: tuple[float, float], broker_p: float) -> None:
         agent = self.start_agent()
@@ -137,9 +200,18 @@ class Soak:
             agent.send_signal(signal.SIGKILL)
             agent.wait(timeout=30)
             self.kills += 1
-        mark = last_mark(self.work / "drgw.db")
+        mark = last_mark(self.db)
         if mark is not None:
             self.marks.append(mark)
+
+    def kill_lives(self, args: argparse.Namespace, started: float) -> list[str]:
+        for i in range(args.kills):
+            self.one_life((args.life[0], args.life[1]), args.broker_restarts)
+            if (i + 1) % 10 == 0:
+                print(f"soak: {i + 1}/{args.kills} lives, seq {self.store_seq()}, "
+                      f"{self.broker_restarts} broker restart(s), "
+                      f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        return [f"{self.kills} SIGKILL(s), {self.broker_restarts} broker restart(s)"]
 
     def final_drain(self, timeout: float) -> int:
         """Run the agent until its outbox is empty, then stop it cleanly; returns rows left."""
@@ -147,13 +219,13 @@ class Soak:
             agent = self.start_agent()
             deadline = time.monotonic() + timeout
             time.sleep(2.0)  # let it connect and commit a little: the clean stop is tested too
-            while outbox_rows(self.work / "drgw.db") and time.monotonic() < deadline:
+            while outbox_rows(self.db) and time.monotonic() < deadline:
                 time.sleep(0.5)
             agent.send_signal(signal.SIGTERM)
             code = agent.wait(timeout=60)
             if code != 0:
                 self.unexpected_exits.append(f"final run: exit status {code} after SIGTERM")
-            left = outbox_rows(self.work / "drgw.db")
+            left = outbox_rows(self.db)
             if not left:
                 return 0
         return left
@@ -178,18 +250,18 @@ def outbox_rows(path: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
-def stored_chain(path: Path) -> tuple[dict[int, bytes], list[str]]:
+def stored_chain(path: Path) -> tuple[dict[int, bytes], list[tuple[int, str]]]:
     """seq -> leaf of every stored record, and what is wrong with the chain (gaps, bad links)."""
     leaves: dict[int, bytes] = {}
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     prev_seq, prev_leaf = 0, bytes(32)
     with read_only(path) as conn:
         for seq, leaf, wire in conn.execute("SELECT seq, leaf, wire FROM measurements ORDER BY seq"):
             m = from_wire(bytes(wire)).measurement
             if seq != prev_seq + 1:
-                problems.append(f"stored seqs jump from {prev_seq} to {seq}")
+                problems.append((seq, f"stored seqs jump from {prev_seq} to {seq}"))
             if m.prev_hash != prev_leaf or struct_hash(m) != bytes(leaf) or m.seq != seq:
-                problems.append(f"stored seq {seq} does not chain to seq {prev_seq}")
+                problems.append((seq, f"stored seq {seq} does not chain to seq {prev_seq}"))
             leaves[int(seq)] = bytes(leaf)
             prev_seq, prev_leaf = int(seq), bytes(leaf)
     return leaves, problems
@@ -202,10 +274,13 @@ class Tally:
         self.gw = gw.lower()
         self.checker = StreamChecker(measurement_domain(1), remember=10_000_000)
         self.fed = 0
+        self.arrivals: Counter[int] = Counter()  # seq -> records received under it
 
     def feed(self, payloads: list[bytes]) -> None:
         for payload in payloads[self.fed:]:
             self.checker.feed(self.gw, payload)
+            with contextlib.suppress(RemoteError, ValueError):  # the checker counts it malformed
+                self.arrivals.update(sm.measurement.seq for sm in decode_batch(payload))
         self.fed = len(payloads)
 
     def seen(self) -> dict[int, bytes]:
@@ -233,7 +308,8 @@ def wait_delivered(sub: Subscriber, tally: Tally, stored: dict[int, bytes], time
         time.sleep(1.0)
 
 
-def setup(work: Path, broker: Broker, meters: int, poll: float) -> tuple[subprocess.Popen[str], Path, str]:
+def setup(work: Path, broker: Broker, meters: int, poll: float, *, store: Path,
+          link: Path | None) -> tuple[subprocess.Popen[str], Path, str]:
     home = work / "home.toml"
     home.write_text("".join(
         f'[[device]]\nname = "m{i}"\nprofile = "eastron_sdm630"\ntransport = "tcp"\n'
@@ -246,58 +322,166 @@ def setup(work: Path, broker: Broker, meters: int, poll: float) -> tuple[subproc
     out = subprocess.run([*DRGW, "keys", "new", "--out", str(work / "gw.key"), "--json"],
                          check=True, capture_output=True, text=True)
     gw = json.loads(out.stdout)["address"]
+    # Merkle intervals of 5 s, so that intervals close before, across and after the clock steps.
     text = (f'[gateway]\nkey = "gw.key"\nlog_level = "WARNING"\n[mqtt]\nbroker = "{broker.url}"\n'
-            f"health_interval = 5\n[poll]\nfast = {poll}\nnormal = {poll}\nslow = {poll}\n")
+            f'health_interval = 5\n[store]\npath = "{store}"\nmerkle_interval_s = 5\n'
+            f"[poll]\nfast = {poll}\nnormal = {poll}\nslow = {poll}\n")
     for i, d in enumerate(devices):
         text += (f'[[bus]]\nname = "b{i}"\ntcp = "{d["address"]}"\n[[device]]\n'
                  f'name = "{d["name"]}"\nprofile = "eastron_sdm630"\nbus = "b{i}"\nunit = 1\n')
+    if link is not None:  # the re-plug phase's meter: an RTU bus behind a by-id style symlink
+        text += (f'[[bus]]\nname = "rs485"\nserial = "{link}"\nbaud = 19200\n[[device]]\n'
+                 f'name = "rtu"\nprofile = "eastron_sdm630"\nbus = "rs485"\nunit = 1\n'
+                 f"timeout = 0.3\n")
     config = work / "drgw.toml"
     config.write_text(text)
     return sim, config, gw
 
 
+def verify_store(db: Path) -> str:
+    """`drgw verify --db`: the stored chain and every Merkle root, checked by the CLI itself."""
+    done = subprocess.run([*DRGW, "verify", "--db", str(db)], capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return f"exit {done.returncode}: " + " | ".join(lines[-3:])
+
+
+def disk_or_skip(run: Soak, reason: str | None, hold: float) -> list[str]:
+    if reason is not None:
+        raise Skipped(reason)
+    return disk_phase(run, run.db.parent, hold=hold)
+
+
+def run_phases(args: argparse.Namespace, run: Soak, shims: list[RtuShim], link: Path,
+               disk_skip: str | None, started: float) -> int:
+    """Every phase in turn (a disabled one is listed as not run); returns outbox rows left."""
+    plan: list[tuple[str, str | None, Callable[[], list[str]]]] = [
+        ("sigkill+broker", None if args.kills else "disabled (--kills 0)",
+         lambda: run.kill_lives(args, started)),
+        ("serial re-plug", None if args.replugs else "disabled (--replugs 0)",
+         lambda: replug_phase(run, shims, link, replugs=args.replugs, hold=args.hold)),
+        ("clock steps", None if args.clock_steps else "disabled (--clock-steps none)",
+         lambda: clock_phase(run, run.work, steps=args.clock_steps, hold=args.hold)),
+        ("disk full", None if args.disk_hold > 0 else "disabled (--disk-hold 0)",
+         lambda: disk_or_skip(run, disk_skip, args.disk_hold)),
+    ]
+    for name, off, body in plan:
+        if off is not None:
+            run.phases.append(Phase(name, first=run.store_seq(), last=run.store_seq(), skipped=off))
+        else:
+            run.phase(name, body)
+    left = [0]
+
+    def drain() -> list[str]:
+        left[0] = run.final_drain(args.drain_timeout)
+        return [f"outbox rows left {left[0]}"]
+    run.phase("final drain", drain)
+    return left[0]
+
+
+def phase_figures(ph: Phase, tally: Tally, reused: list[tuple[int, str]]) -> dict[str, Any]:
+    if ph.skipped is not None:
+        return {"phase": ph.name, "not_run": ph.skipped}
+    seqs = range(ph.first + 1, ph.last + 1)
+    seen = tally.seen()
+    lost = [s for s in seqs if s not in seen]
+    return {"phase": ph.name, "committed": len(seqs), "delivered": len(seqs) - len(lost),
+            "lost": len(lost), "lost_seqs": lost[:20],
+            "duplicates": sum(max(0, tally.arrivals[s] - 1) for s in seqs),
+            "seq_reused": sum(1 for s, _ in reused if s in seqs), "notes": ph.notes}
+
+
 def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.monotonic()
-    with Broker(work / "mosquitto", persistence=True) as broker:
-        sim, config, gw = setup(work, broker, args.meters, args.poll)
-        sub = Subscriber(broker, f"drgw/v1/{gw.lower()}/meas")
-        run = Soak(work=work, broker=broker, config=config, rng=random.Random(args.seed),
-                   broker_kill=args.broker_kill)
-        try:
-            for i in range(args.kills):
-                run.one_life((args.life[0], args.life[1]), args.broker_restarts)
-                if (i + 1) % 10 == 0:
-                    print(f"soak: {i + 1}/{args.kills} lives, seq {run.marks[-1][0] if run.marks else 0}"
-                          f", {run.broker_restarts} broker restart(s), "
-                          f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-            left = run.final_drain(args.drain_timeout)
-            stored, problems = stored_chain(work / "drgw.db")
-            tally = Tally(gw)
-            wait_delivered(sub, tally, stored, args.drain_timeout)
-            time.sleep(2.0)  # late redeliveries still count as duplicates (or worse)
-            tally.feed(sub.snapshot())
-            result = tally.compare(stored)
-        finally:
-            sub.stop()
-            sim.terminate()
-            sim.wait(timeout=10)
-    reused = [f"seq {s} changed after a kill" for s, leaf in run.marks if stored.get(s) != leaf]
+    store_dir = work / "store"
+    disk_skip = mount_tmpfs(store_dir, args.disk_mb) if args.disk_hold > 0 else None
+    store_dir.mkdir(exist_ok=True)
+    try:
+        with Broker(work / "mosquitto", persistence=True) as broker:
+            return soak_with(args, work, broker, store_dir / "drgw.db", disk_skip, started)
+    finally:
+        if args.disk_hold > 0 and disk_skip is None:
+            umount(store_dir)
+
+
+def soak_with(args: argparse.Namespace, work: Path, broker: Broker, db: Path,
+              disk_skip: str | None, started: float) -> dict[str, Any]:
+    link = work / "usb-FTDI_RS485-if00-port0"
+    shims = [RtuShim(work)] if args.replugs else []
+    if shims:
+        point(link, shims[0].tty)
+    sim, config, gw = setup(work, broker, args.meters, args.poll, store=db,
+                            link=link if shims else None)
+    sub = Subscriber(broker, f"drgw/v1/{gw.lower()}/meas")
+    run = Soak(work=work, db=db, broker=broker, config=config, rng=random.Random(args.seed),
+               broker_kill=args.broker_kill)
+    try:
+        left = run_phases(args, run, shims, link, disk_skip, started)
+        stored, problems = stored_chain(db)
+        tally = Tally(gw)
+        wait_delivered(sub, tally, stored, args.drain_timeout)
+        time.sleep(2.0)  # late redeliveries still count as duplicates (or worse)
+        tally.feed(sub.snapshot())
+        result = tally.compare(stored)
+        verified = verify_store(db)
+    finally:
+        sub.stop()
+        sim.terminate()
+        sim.wait(timeout=10)
+        for shim in shims:
+            shim.stop()
+    return figures(args, run, tally, result, stored, problems, left=left, verified=verified,
+                   started=started)
+
+
+def figures(args: argparse.Namespace, run: Soak, tally: Tally, result: dict[str, Any],
+            stored: dict[int, bytes], problems: list[tuple[int, str]], *, left: int,
+            verified: str, started: float) -> dict[str, Any]:
+    reused = [(s, f"seq {s} changed after a kill") for s, leaf in run.marks if stored.get(s) != leaf]
     reused += problems
     return {
         "kills": run.kills, "agent_starts": run.starts, "broker_restarts": run.broker_restarts,
         "duration_s": round(time.monotonic() - started, 1), "meters": args.meters,
         "poll_s": args.poll, "seed": args.seed, "measurements": len(stored),
+        "committed": max(stored, default=0),
         "delivered": result["delivered"], "messages_received": result["received"],
         "duplicates": result["duplicates"], "different": result["different"],
         "lost": len(result["lost"]), "lost_seqs": result["lost"][:20],
-        "outbox_left": left, "seq_reused": len(reused), "reuse_detail": reused[:10],
+        "outbox_left": left, "seq_reused": len(reused), "reuse_detail": [t for _, t in reused][:10],
         "unknown_seqs": len(result["unknown"]), "unexpected_exits": run.unexpected_exits,
+        "verify_db": verified,
+        "phases": [phase_figures(ph, tally, reused) for ph in run.phases],
     }
 
 
-def main() -> int:
+def print_report(r: dict[str, Any]) -> None:
+    print(f"soak: {r['meters']} TCP meters every {r['poll_s']:g} s, seed {r['seed']}, "
+          f"{r['agent_starts']} agent starts, {r['kills']} SIGKILLs, {r['broker_restarts']} broker "
+          f"restarts, {r['duration_s']:.0f} s")
+    for ph in r["phases"]:
+        if "not_run" in ph:
+            print(f"  {ph['phase']:<15} not run: {ph['not_run']}")
+            continue
+        print(f"  {ph['phase']:<15} committed {ph['committed']:>6}, delivered {ph['delivered']:>6}"
+              f", lost {ph['lost']}, duplicate {ph['duplicates']}, seq reused {ph['seq_reused']}")
+        for note in ph["notes"]:
+            print(f"      {note}")
+        if ph["lost"]:
+            print(f"      ! first lost seqs: {ph['lost_seqs']}")
+    print(f"  {'total':<15} committed {r['committed']:>6}, delivered {r['delivered']:>6}, "
+          f"lost {r['lost']}, duplicate {r['duplicates']}, seq reused {r['seq_reused']} "
+          f"({r['messages_received']} records received; {r['measurements']} stored)")
+    print(f"  different versions of a seq {r['different']}, outbox left {r['outbox_left']}, "
+          f"unexpected agent exits {len(r['unexpected_exits'])}")
+    print(f"  drgw verify --db: {r['verify_db']}")
+    if r["unknown_seqs"]:
+        print(f"  ! {r['unknown_seqs']} seq(s) were delivered that the store does not hold")
+    for line in [*r["reuse_detail"], *r["unexpected_exits"]]:
+        print(f"  ! {line}")
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=100, help="SIGKILLs of the agent (default 100)")
+    parser.add_argument("--kills", type=int, default=30, help="SIGKILLs of the agent (default 30)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill and restart moments")
     parser.add_argument("--meters", type=int, default=10)
     parser.add_argument("--poll", type=float, default=0.5, help="poll interval of every point, s")
@@ -307,12 +491,30 @@ def main() -> int:
                         help="probability that a life includes a broker restart (default 0.15)")
     parser.add_argument("--broker-kill", action="store_true",
                         help="restart the broker with SIGKILL instead of SIGTERM")
+    parser.add_argument("--replugs", type=int, default=3,
+                        help="serial re-plugs of the RTU meter (default 3; 0: no RTU meter)")
+    parser.add_argument("--clock-steps", default="+40d,-20s",
+                        help="wall-clock offsets from the true time, stepped to in turn, then back "
+                             "to +0s (libfaketime syntax; default +40d,-20s; 'none' to skip)")
+    parser.add_argument("--hold", type=float, default=6.0,
+                        help="seconds between re-plugs and between clock steps (default 6)")
+    parser.add_argument("--disk-hold", type=float, default=10.0,
+                        help="seconds the store's filesystem is held full (default 10; 0 to skip)")
+    parser.add_argument("--disk-mb", type=int, default=32, help="size of the store's tmpfs, MB")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    args.clock_steps = [] if args.clock_steps == "none" else args.clock_steps.split(",")
     if args.kills < 0 or args.meters < 1 or args.poll < 0.05 or not 0 < args.life[0] <= args.life[1]:
         parser.error("--kills >= 0, --meters >= 1, --poll >= 0.05, 0 < --life MIN <= MAX")
+    if args.replugs < 0 or args.hold <= 0 or args.disk_hold < 0 or args.disk_mb < 4:
+        parser.error("--replugs >= 0, --hold > 0, --disk-hold >= 0, --disk-mb >= 4")
+    return args
+
+
+def main() -> int:
+    args = arguments()
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
         r = soak(args, args.keep)
@@ -322,22 +524,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(r, indent=1))
     else:
-        print(f"soak: {r['kills']} SIGKILLs of drgw run ({r['agent_starts']} starts), "
-              f"{r['broker_restarts']} broker restarts, {r['meters']} meters every {r['poll_s']:g} s, "
-              f"seed {r['seed']}, {r['duration_s']:.0f} s")
-        print(f"  measurements committed {r['measurements']}, delivered {r['delivered']} "
-              f"({r['messages_received']} records received)")
-        print(f"  lost {r['lost']}, duplicates (identical redeliveries) {r['duplicates']}, "
-              f"different versions of a seq {r['different']}, seq reused {r['seq_reused']}, "
-              f"outbox left {r['outbox_left']}, unexpected agent exits {len(r['unexpected_exits'])}")
-        if r["unknown_seqs"]:
-            print(f"  ! {r['unknown_seqs']} seq(s) were delivered that the store does not hold")
-        for line in [*r["reuse_detail"], *r["unexpected_exits"]]:
-            print(f"  ! {line}")
-        if r["lost"]:
-            print(f"  ! first lost seqs: {r['lost_seqs']}")
+        print_report(r)
     failed = (r["lost"] or r["different"] or r["seq_reused"] or r["unknown_seqs"]
-              or r["unexpected_exits"])
+              or r["unexpected_exits"] or not r["verify_db"].startswith("exit 0")
+              or any(n.startswith("!") for ph in r["phases"] for n in ph.get("notes", [])))
     return 1 if failed else 0
 
 

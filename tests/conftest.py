@@ -1,13 +1,23 @@
-"""Shared test helpers: scenario files for simulated homes, and the repository root."""
+"""Shared test helpers: scenario files for simulated homes, the repository root, the area summary."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.areas import AreaReport
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests by area and the grouped skip reasons at the end of a run (tests/areas.py)."""
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: its reports reach the controller, which prints the summary
+    config.pluginmanager.register(AreaReport(dict(os.environ)), "drgw-area-report")
 
 
 @pytest.fixture

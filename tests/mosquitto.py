@@ -15,7 +15,24 @@ from pathlib import Path
 from gateway.network.localbroker import MOSQUITTO_FIX, Broker, find_mosquitto, free_port
 
 __all__ = ["MOSQUITTO_FIX", "Broker", "TlsFiles", "broker_fixture", "find_mosquitto", "free_port",
-           "make_tls_files"]
+           "make_password_file", "make_tls_files"]
+
+
+def make_password_file(path: Path, logins: dict[str, str]) -> Path:
+    """A mosquitto password file for `Broker(password_file=...)`, hashed by mosquitto's own
+    mosquitto_passwd(1) (in the mosquitto package)."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        raise RuntimeError(MOSQUITTO_FIX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    path.chmod(0o600)
+    for user, password in logins.items():
+        subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True)
+    return path
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ block of its own. A refusal the command spots itself is raised as CommandRejecte
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,8 @@ from gateway.errors import ConfigError, DrgwError
 from gateway.loop.events import EventRejected
 from gateway.measurement.store.database import Store
 from gateway.network.command import Code, CommandRejected
+from gateway.perception.codec import decode_point
+from gateway.perception.readings import Quality
 from gateway.protocol import modbus
 
 if TYPE_CHECKING:
@@ -89,8 +92,8 @@ class Control:
         return {"version": __version__, "config_hash": self.config.config_hash,
                 "seq": self.pipeline.chain.last_seq, "backlog": {"rows": rows, "bytes": nbytes},
                 "devices": sorted(self.pipeline.ok_devices), "clock_synced": self.pipeline.clock_synced,
-                "uptime_s": round(time.monotonic() - self.started, 1),
-                "dr": None if self.dr is None else self.dr.status()}
+                "disk_full": self.store.disk_full, "uptime_s": round(time.monotonic() - self.started, 1),
+                "dr": None if self.dr is None else self.dr.status(), **trial.status(self.config.path)}
 
     async def diagnostics(self) -> JSON:
         devices = {name: {"requests": st.requests, "timeouts": st.timeouts,
@@ -98,7 +101,9 @@ class Control:
                           "failed_cycles": st.failed_cycles, "overruns": st.overruns,
                           "splits": st.splits, "unsupported": sorted(st.planner.unsupported)}
                    for name, st in device_states(self.layer)}
-        return {"devices": devices, "counters": dict(self.readout.counters()),
+        ports = {bus: dataclasses.asdict(port) for bus, owner in self.layer.owners.items()
+                 if (port := owner.port_health()) is not None}
+        return {"devices": devices, "ports": ports, "counters": dict(self.readout.counters()),
                 "health": self.readout.peek()}
 
     def _device(self, device: str) -> tuple[BusOwner | Dlt645BusOwner, DeviceState]:
@@ -117,14 +122,40 @@ class Control:
         if isinstance(answer, modbus.ExceptionResponse):
             raise CommandRejected(Code.FAILED, f"{device} answered: {answer.message}")
         assert isinstance(answer, modbus.Response)  # what transact answers when it does not raise
-        return {"device": device, "table": table, "address": address, "values": list(answer.values)}
+        return {"device": device, "table": table, "address": address, "words": list(answer.values)}
 
     async def write_point(self, device: str, name: str, value: float) -> JSON:
-        self._device(device)
+        """Write, then read the point back: `value` in the reply is what the device holds, which the
+        profile's scale may have rounded (6.04 A in 0.1 A steps is 6.0) or the device clamped;
+        `requested` is added when it differs (docs/mqtt.md)."""
+        _, state = self._device(device)
         with replies():
             await self.layer.write(device, name, value)
-        log.warning("command: wrote %s.%s = %g", device, name, value)
-        return {"device": device, "name": name, "value": value}
+        held, note = await self._held(device, name, state, value)
+        log.warning("command: wrote %s.%s = %g (holds %g)", device, name, value, held)
+        reply: dict[str, Any] = {"device": device, "name": name, "value": held}
+        if held != value:
+            reply["requested"] = value
+        return reply | note
+
+    async def _held(self, device: str, name: str, state: DeviceState,
+                    value: float) -> tuple[float, dict[str, Any]]:
+        """The point's value read back now; when that read fails, the value the write sent (the
+        profile's scale applied to `value`), marked `read_back: false` with the reason."""
+        try:
+            readings = await self.layer.read_now(device, [name])
+        except DrgwError as exc:
+            error = str(exc)
+        else:
+            back = next((r for r in readings if r.name == name), None)
+            if back is not None and back.quality is Quality.OK and isinstance(back.value, int | float):
+                return back.value, {}
+            error = back.error if back is not None and back.error else "no value read"
+        point = state.spec.profile.point(name)
+        words = state.write_request(name, value).values
+        written = decode_point(point, words, sf=state.scale_factors.get(point.scale_factor or "", 0))
+        assert isinstance(written, int | float)  # a writable point is a number or a bool
+        return written, {"read_back": False, "read_back_error": error}
 
     async def scan(self, args: Mapping[str, Any]) -> JSON:
         """Probe a unit range on a running Modbus bus (gateway.device.probe.scan_running_bus)."""

@@ -2,8 +2,17 @@
 
 A sample becomes a signed measurement and is committed to the store before anything is published;
 a commit that fails rewinds the measurement chain to what the store holds, so no seq is skipped or
-used twice. Housekeeping closes the Merkle interval that ended, expires old rows and judges a config
-that is on trial (gateway.agent.trial).
+used twice. A store that refuses commits (disk full, I/O error) stops nothing: the batch is kept and
+committed again with a growing pause, and the agent goes on by itself once the store takes it.
+
+Memory stays bounded meanwhile: the samples wait in a `SampleQueue` of SAMPLE_QUEUE_MAX, which drops
+its OLDEST sample (counted as `samples_dropped`) to take a new one. The newest readings are the ones
+the DR loop and the aggregator need when the store works again, and a dropped sample was never
+signed: no seq is consumed, the chain has a gap in time, never in seq.
+
+Housekeeping closes a Merkle interval over the records committed since the previous one every
+`merkle_interval_s` of monotonic time, applies the outbox caps, and judges a config that is on
+trial (gateway.agent.trial).
 """
 
 from __future__ import annotations
@@ -16,12 +25,13 @@ from typing import Protocol
 
 from gateway.agent import trial
 from gateway.agent.lifetime import RESTART, StopRequest
-from gateway.clock import clock_synchronised, wall_ms
+from gateway.clock import clock_synchronised
 from gateway.config.gateway import GatewayConfig
 from gateway.measurement.eip712 import Domain
 from gateway.measurement.identity import GatewayKey
 from gateway.measurement.record import MeasurementChain
 from gateway.measurement.store.database import Store
+from gateway.measurement.store.errors import StoreError
 from gateway.network.publisher import EventPublisher
 from gateway.ops.sdnotify import PipelineProgress
 from gateway.perception.readings import Quality, Sample
@@ -29,9 +39,30 @@ from gateway.perception.readings import Quality, Sample
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 500  # samples committed in one transaction
+SAMPLE_QUEUE_MAX = 2048  # samples waiting for the store: ~5 MB at 20 readings a sample
 CLOCK_CHECK_S = 60.0  # how often the clock's NTP state is asked again
-INTERVAL_GRACE_MS = 5_000  # a few seconds for samples still in flight before an interval closes
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 10.0  # pauses between commits the store refused (doubling)
+STILL_FAILING_LOG_S = 300.0  # while the store refuses commits, one log line this often
+HOUSEKEEPING_RETRY_S = 60.0  # a Merkle close or expiry the store refused is tried again after
+CATCH_UP_ROOTS = 10  # roots of up to 100 000 records each closed in one housekeeping step at most
 TRIAL_DEADLINE_S = 120.0
+
+
+class SampleQueue(asyncio.Queue[Sample]):
+    """The samples between the device layer and the pipeline, at most `maxsize`. When it is full,
+    `put_nowait` drops the oldest sample and counts it in `dropped` (see the module docstring)."""
+
+    def __init__(self, maxsize: int = SAMPLE_QUEUE_MAX) -> None:
+        if maxsize < 1:
+            raise ValueError("SampleQueue: maxsize must be at least 1")
+        super().__init__(maxsize)
+        self.dropped = 0
+
+    def put_nowait(self, item: Sample) -> None:
+        if self.full():
+            self.get_nowait()
+            self.dropped += 1
+        super().put_nowait(item)
 
 
 class SampleObserver(Protocol):
@@ -42,7 +73,7 @@ class SampleObserver(Protocol):
 
 class MeasurementPipeline:
     def __init__(self, *, key: GatewayKey, domain: Domain, topic: str, store: Store,
-                 samples: asyncio.Queue[Sample], wake: asyncio.Event, progress: PipelineProgress,
+                 samples: SampleQueue, wake: asyncio.Event, progress: PipelineProgress,
                  observer: SampleObserver | None, states: EventPublisher | None) -> None:
         self.key, self.domain, self.topic, self.store = key, domain, topic, store
         self.samples, self.wake, self.progress = samples, wake, progress
@@ -51,6 +82,9 @@ class MeasurementPipeline:
         last_seq, last_hash = store.last_chain_state()
         self.chain = MeasurementChain(gateway=key.address, last_seq=last_seq, last_hash=last_hash)
         self.store_errors = 0
+        self._holding: list[Sample] = []  # the batch being committed (kept while the store refuses)
+        self._failing_since: float | None = None
+        self._logged_at = 0.0
         self.clock_synced = clock_synchronised()
         self._synced_checked = time.monotonic()
         self.ok_devices: set[str] = set()  # devices that answered at least once
@@ -91,30 +125,64 @@ class MeasurementPipeline:
 
     async def run(self) -> None:
         while True:
-            batch = [await self.samples.get()]
-            while not self.samples.empty() and len(batch) < BATCH_MAX:
-                batch.append(self.samples.get_nowait())
-            while True:
-                try:
-                    self.commit(batch)
-                    break
-                except Exception as exc:  # disk full, I/O error: keep the samples, try again
-                    self.store_errors += 1
-                    log.error("store: cannot commit %d measurements (%s); retrying in 1 s",
-                              len(batch), exc)
-                    await asyncio.sleep(1.0)
+            self._holding = [await self.samples.get()]
+            while not self.samples.empty() and len(self._holding) < BATCH_MAX:
+                self._holding.append(self.samples.get_nowait())
+            pause = RETRY_FIRST_S
+            while not self._try_commit():
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, RETRY_MAX_S)
+            self._holding = []
+
+    def _try_commit(self) -> bool:
+        """Commit the batch held; False (batch kept) when the store refused it."""
+        try:
+            self.commit(self._holding)
+        except Exception as exc:  # StoreError (disk full, I/O error), or a bug: keep the samples
+            self.store_errors += 1
+            now = time.monotonic()
+            if self._failing_since is None or now - self._logged_at > STILL_FAILING_LOG_S:
+                log.error("store: cannot commit %d measurement(s) (%s); trying again, up to every "
+                          "%.0f s; %d sample(s) dropped so far (oldest first)", len(self._holding),
+                          exc, RETRY_MAX_S, self.samples.dropped)
+                self._logged_at = now
+            if self._failing_since is None:
+                self._failing_since = now
+            return False
+        if self._failing_since is not None:
+            log.warning("store: committing again after %.0f s; %d sample(s) dropped in all (never "
+                        "signed: no seq used)", time.monotonic() - self._failing_since,
+                        self.samples.dropped)
+            self._failing_since = None
+        return True
 
     def drain(self) -> None:
-        """Commit whatever is still queued (at shutdown, after polling ended)."""
-        batch: list[Sample] = []
+        """Commit the batch held and whatever is still queued (at shutdown, after polling ended)."""
+        batch = self._holding
+        self._holding = []
         while not self.samples.empty():
             batch.append(self.samples.get_nowait())
-        if batch:
+        if not batch:
+            return
+        try:
             self.commit(batch)
+        except StoreError as exc:
+            log.error("stopping: %d sample(s) not committed (%s); they were never signed, so no "
+                      "seq is used", len(batch), exc)
+
+    def stalled(self, now: float) -> str | None:
+        """The watchdog's health check (gateway/ops/sdnotify.py): None while measurements reach the
+        store. A full disk is not a stall: a restart cannot free space and would lose the samples
+        in memory, and the pipeline goes on by itself once there is space again."""
+        if self.store.disk_full:
+            return None
+        return self.progress.check(now=now, waiting=self.samples.qsize())
 
 
 class Housekeeping:
-    """Once a second: close the Merkle interval that ended, expire old rows, judge a config on trial."""
+    """Once a second: judge a config on trial. Every `merkle_interval_s` of monotonic time (a step
+    of the wall clock neither hurries nor holds it): close the Merkle interval over the records
+    committed since the previous one, and apply the outbox caps."""
 
     def __init__(self, *, config: GatewayConfig, store: Store, pipeline: MeasurementPipeline,
                  connected: asyncio.Event, started: float, stop: StopRequest) -> None:
@@ -122,20 +190,29 @@ class Housekeeping:
         self.connected, self.started, self.stop = connected, started, stop
 
     async def run(self) -> None:
-        interval_ms = int(self.config.store.merkle_interval_s * 1000)
-        closed = self.store.intervals()
-        next_end = (closed[-1].end_ms if closed else wall_ms() // interval_ms * interval_ms) \
-            + interval_ms
+        period = self.config.store.merkle_interval_s
+        due = time.monotonic() + period
         on_trial = trial.on_trial(self.config.path)
         while True:
             await asyncio.sleep(1.0)
-            now = wall_ms()
-            if now >= next_end + INTERVAL_GRACE_MS:
-                self.store.close_interval(next_end - interval_ms, next_end)
-                next_end += interval_ms
-                self.store.expire(now)
+            now = time.monotonic()
+            if now >= due:
+                due = now + (period if self._close_and_expire() else HOUSEKEEPING_RETRY_S)
             if on_trial:
                 on_trial = self._check_trial()
+
+    def _close_and_expire(self) -> bool:
+        """False when the store refused (it said why; the next try is in HOUSEKEEPING_RETRY_S)."""
+        try:
+            for _ in range(CATCH_UP_ROOTS):  # more than one only after a long time without roots
+                interval = self.store.close_next_interval()
+                if interval is None or interval.last_seq >= self.store.last_chain_state()[0]:
+                    break
+            self.store.expire()
+        except StoreError as exc:
+            log.warning("housekeeping: %s; trying again in %.0f s", exc, HOUSEKEEPING_RETRY_S)
+            return False
+        return True
 
     def _check_trial(self) -> bool:
         """Keep the new config once the broker and every device answered; roll it back when that
@@ -146,8 +223,12 @@ class Housekeeping:
             log.warning("config %s came up healthy: kept", self.config.config_hash)
             return False
         if time.monotonic() - self.started > TRIAL_DEADLINE_S:
-            trial.rollback(self.config.path)
-            log.error("new config did not come up within %.0f s: rolled back", TRIAL_DEADLINE_S)
+            missing = sorted(wanted - self.pipeline.ok_devices)
+            reason = (f"not healthy within {TRIAL_DEADLINE_S:.0f} s: "
+                      + "; ".join(([] if self.connected.is_set() else ["broker not connected"])
+                                  + ([f"no answer from {', '.join(missing)}"] if missing else [])))
+            trial.rollback(self.config.path, reason=reason, tried=self.config.config_hash)
+            log.error("config %s rolled back: %s", self.config.config_hash, reason)
             self.stop(RESTART)
             return False
         return True

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from gateway import __version__
+from gateway.agent import trial
 from gateway.agent.pipeline import MeasurementPipeline
 from gateway.config.gateway import GatewayConfig
 from gateway.device.device import DeviceState
@@ -24,7 +25,9 @@ def status_info(config: GatewayConfig, pipeline: MeasurementPipeline) -> payload
     return payloads.StatusInfo(
         version=__version__, config_hash=config.config_hash,
         devices=[d.name for d in config.devices.devices],
-        extra={"seq": pipeline.chain.last_seq, "clock_synced": pipeline.clock_synced})
+        extra={"seq": pipeline.chain.last_seq, "clock_synced": pipeline.clock_synced,
+               "disk_full": pipeline.store.disk_full,
+               **trial.status(config.path)})
 
 
 def device_states(layer: DeviceLayer) -> Iterator[tuple[str, DeviceState]]:
@@ -47,7 +50,13 @@ class Readout:
             out[f"device.{name}.timeouts"] = state.timeouts
             out[f"device.{name}.failed_cycles"] = state.failed_cycles
             out[f"device.{name}.cycles"] = state.cycles
+        for bus, owner in self.layer.owners.items():
+            if (port := owner.port_health()) is not None:  # serial ports (gateway.device.reopen)
+                out[f"bus.{bus}.port_outages"] = port.outages
+                out[f"bus.{bus}.port_reconnects"] = port.reconnects
         out["store_errors"] = self.pipeline.store_errors
+        out["samples_dropped"] = self.pipeline.samples.dropped
+        out["ack_failures"] = self.publisher.ack_failures
         out["published"] = self.publisher.published
         return out
 
@@ -55,10 +64,12 @@ class Readout:
         """Raw counters and gauges for the health topic and the Prometheus endpoint."""
         return health.HealthReadings(
             now=time.monotonic(), process=health.read_process(),
-            sample_queue=self.pipeline.samples.qsize(),
+            sample_queue=self.pipeline.samples.qsize(), samples_dropped=self.pipeline.samples.dropped,
             devices=health.read_devices(st for _, st in device_states(self.layer)),
             store=health.read_store(path=self.store.path, outbox=self.store.outbox_depth(),
-                                    counters=self.store.counters()))
+                                    counters=self.store.counters(),
+                                    failure=None if self.store.failure is None
+                                    else self.store.failure.reason))
 
     def detail(self) -> Mapping[str, Any]:
         """The health topic's snapshot: rates over the time since the previous one."""
@@ -74,5 +85,7 @@ class Readout:
         ok = sum(st.cycles > 0 and st.failures == 0 for st in states)
         rows, nbytes = self.store.outbox_depth()
         mqtt = "connected" if self.link.connected.is_set() else "broker down"
-        return (f"devices {ok}/{len(states)} ok, backlog {rows} batch(es) {nbytes // 1024} KiB, "
+        failure = self.store.failure
+        trouble = "" if failure is None else f"STORE {failure.reason.upper().replace('_', ' ')}: "
+        return (f"{trouble}devices {ok}/{len(states)} ok, backlog {rows} batch(es) {nbytes // 1024} KiB, "
                 f"MQTT {mqtt}, seq {self.pipeline.chain.last_seq}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__
 from gateway.agent.control import Control
 from gateway.agent.lifetime import StopRequest, Work
-from gateway.agent.pipeline import Housekeeping, MeasurementPipeline
+from gateway.agent.pipeline import Housekeeping, MeasurementPipeline, SampleQueue
 from gateway.agent.readout import Readout, status_info
 from gateway.config.gateway import GatewayConfig
 from gateway.device.layer import DeviceLayer
@@ -35,7 +35,7 @@ from gateway.network.nonces import NonceCache
 from gateway.network.publisher import EventPublisher, HealthPublisher, Publisher, PublishLimits
 from gateway.network.settings import LinkSettings
 from gateway.ops import sdnotify
-from gateway.perception.readings import Quality, Sample
+from gateway.perception.readings import Quality
 
 if TYPE_CHECKING:
     from gateway.chain.port import MarketPort
@@ -97,7 +97,7 @@ class LayerPoints:
 def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: LoopOptions) -> Parts:
     started = time.monotonic()
     store = open_store(config)
-    samples: asyncio.Queue[Sample] = asyncio.Queue()
+    samples = SampleQueue()  # bounded: drops (and counts) the oldest while the store refuses commits
     wake = asyncio.Event()  # new outbox rows: the publisher looks again
     layer = DeviceLayer(config.devices, sink=samples.put_nowait)
     events = EventPublisher(gw=key.address)
@@ -117,13 +117,13 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
     readout = Readout(store=store, layer=layer, pipeline=pipeline, publisher=publisher, link=link)
     control = Control(config=config, store=store, layer=layer, pipeline=pipeline, readout=readout,
                       dr=dr, started=started, stop=stop)
-    health = HealthPublisher(link=link, counters=readout, store=store, interval_s=m.health_interval,
-                             detail=readout.detail)
     dispatcher = command_dispatcher(config, key=key, control=control)
-    # systemd: READY=1 once running, WATCHDOG=1 only while measurements reach the store.
-    watchdog = sdnotify.Watchdog.from_environment(
-        health=lambda now: progress.check(now=now, waiting=samples.qsize()),
-        status_line=readout.status_line)
+    health = HealthPublisher(link=link, counters=readout, store=store, interval_s=m.health_interval,
+                             detail=readout.detail, extra=dispatcher.counters)
+    # systemd: READY=1 once running, WATCHDOG=1 only while measurements reach the store (or the
+    # disk is full, which a restart cannot mend: pipeline.stalled says why).
+    watchdog = sdnotify.Watchdog.from_environment(health=pipeline.stalled,
+                                                  status_line=readout.status_line)
     return Parts(
         config=config, store=store, layer=layer, pipeline=pipeline, link=link, publisher=publisher,
         housekeeping=Housekeeping(config=config, store=store, pipeline=pipeline,
@@ -143,7 +143,8 @@ def open_store(config: GatewayConfig) -> Store:
 def mqtt_link(config: GatewayConfig, *, key: GatewayKey, pipeline: MeasurementPipeline) -> MqttLink:
     m, gw = config.mqtt, topics.gw_id(key.address)
     settings = LinkSettings.from_url(m.broker, client_id=m.client_id or f"drgw-{gw[2:14]}", ca=m.ca,
-                                     cert=m.cert, key=m.key, keepalive_s=m.keepalive)
+                                     cert=m.cert, key=m.key, keepalive_s=m.keepalive,
+                                     username=m.username, password=m.password)
     return MqttLink(settings=settings, gateway=key.address,
                     status=functools.partial(status_info, config, pipeline))
 

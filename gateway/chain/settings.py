@@ -41,9 +41,8 @@ def parse_chain(f: Fields, *, base: Path, store_path: Path) -> ChainConfig:
         f.fail("rpc", f"{rpc!r}: write the node's JSON-RPC URL, e.g. http://127.0.0.1:8545")
     key = f.optional_str("sender_key")
     outbox = f.optional_str("outbox")
-    interval = f.optional_number("poll_interval") or 15.0
-    if interval <= 0:
-        f.fail("poll_interval", "seconds between chain polls must be > 0")
+    interval = f.optional_number("poll_interval", minimum=0.1, maximum=3600, unit="seconds",
+                                 default=15.0)
     cfg = ChainConfig(
         rpc=rpc, market=_address(f, "market"), household=_address(f, "household"),
         poa=bool(f.optional_bool("poa")),

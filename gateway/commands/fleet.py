@@ -19,15 +19,24 @@ from gateway.network import command as core
 
 
 def _tls_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+    parser.add_argument("--broker", required=True,
+                        help="mqtt://host:port or mqtts://host:port (a login: mqtt://user:pass@host)")
     parser.add_argument("--ca", type=Path, help="CA file to verify an mqtts:// broker")
     parser.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
     parser.add_argument("--key", type=Path, help="client key (mutual TLS)")
+    parser.add_argument("--username", metavar="USER", help="MQTT user name")
+    parser.add_argument("--password-file", type=Path, metavar="FILE",
+                        help="file holding the MQTT password (one line, mode 0600)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _tls(args: argparse.Namespace) -> dict[str, Path | None]:
-    return {"ca": args.ca, "cert": args.cert, "key": args.key}
+def _tls(args: argparse.Namespace) -> dict[str, Any]:
+    """The broker options for gateway.master.mqtt.connect: TLS files and the login."""
+    from gateway.measurement.keyfile import read_password_file
+
+    password = None if args.password_file is None else read_password_file(args.password_file)
+    return {"ca": args.ca, "cert": args.cert, "key": args.key, "username": args.username,
+            "password": password}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -92,8 +92,9 @@ def _scan(args: argparse.Namespace, tty: bool) -> prov.DevicesDraft:
                                      bauds=args.scan_bauds, parity=args.scan_parity,
                                      timeout=args.scan_timeout, where=flag, progress=progress)
     if unknown:
-        print(f"note: unit(s) {', '.join(map(str, unknown))} answered but matched no profile; left "
-              "out (add them by hand: docs/config.md)", file=sys.stderr)
+        print(f"note: unit(s) {', '.join(map(str, unknown))} answered but no single profile fits "
+              "(none, or several: `drgw scan` lists the candidates); left out (add them by hand: "
+              "docs/config.md)", file=sys.stderr)
     return draft
 
 
@@ -162,7 +163,7 @@ def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, p
         speeds: list[int | None] = [None] if tcp else [int(b) for b in bauds.split(",")]
     except (ConfigError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}; write units like 1-10,20 and bauds like 9600,19200") from None
-    profiles = [p for p in load_all() if p.probe is not None]
+    profiles = load_all()  # scan_link keeps those with a probe
     found: list[Found] = []
     for baud in speeds:
         link_args: dict[str, object] = ({"tcp": tcp} if tcp else
@@ -175,7 +176,7 @@ def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, p
             raise ConfigError(f"{where}: {exc}") from exc
         if found:
             break  # one RS-485 bus runs at one speed: the first that answers is the bus's
-    known = [f for f in found if f.profiles]
+    known = [f for f in found if f.profile]  # one profile fits: a scan never picks among several
     if not known:
         what = "answered but matched no profile" if found else "answered"
         raise ConfigError(f"{where}: no device {what} on {tcp or serial} (units {units}"
@@ -183,7 +184,7 @@ def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, p
                           "(A/B swapped?), the baud rate and parity, the unit ids; see docs/install.md, "
                           "Troubleshooting")
     text = draft_config(known, tcp=tcp, serial=serial)
-    return prov.parse_draft(text, where=f"{where} (scan draft)"), [f.unit for f in found if not f.profiles]
+    return prov.parse_draft(text, where=f"{where} (scan draft)"), [f.unit for f in found if not f.profile]
 
 
 def hand_over(setup: prov.Setup, user: str = "drgw") -> list[str]:

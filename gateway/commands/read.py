@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -11,8 +12,9 @@ import time
 from gateway.config.profiles import load_profile
 from gateway.device.bus import BusOwner
 from gateway.device.connect import make_link
-from gateway.device.device import DeviceError, DeviceSpec
+from gateway.device.device import DeviceError, DeviceSpec, WrongModel
 from gateway.device.dlt645 import MeterSpec, find_meter, serial_owner
+from gateway.device.model_check import check_model, wrong_model_message
 from gateway.errors import ConfigError
 from gateway.perception.profiles import Profile
 from gateway.perception.readings import Quality, Reading
@@ -28,6 +30,9 @@ def add_link_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parity", choices=["N", "E", "O"], default=None,
                         help="default: the profile's (DL/T 645: E)")
     parser.add_argument("--stopbits", type=int, choices=[1, 2], default=None)
+    parser.add_argument("--framing", choices=["tcp", "rtu"], default=None,
+                        help="with --tcp: tcp = Modbus TCP (default), rtu = RTU over TCP (a "
+                             "serial-to-Ethernet converter in transparent mode)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="DL/T 645 meter address, the 12 digits on the meter (default: ask the "
                              "one meter on the line, as `drgw scan --protocol dlt645` does)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait per request")
+    parser.add_argument("--no-model-check", action="store_true",
+                        help="read even when the device's probe registers say it is another model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -48,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def check_arguments(profile: Profile, args: argparse.Namespace) -> None:
     """Refuse options that do not fit the profile's protocol, saying what to give instead."""
     name = profile.name
+    if args.framing is not None and args.tcp is None:
+        raise ConfigError("--framing applies to --tcp: a serial line always frames RTU")
     if profile.transport.protocol == "dlt645":
         if args.tcp is not None:
             raise ConfigError(f"--tcp: {name} is a DL/T 645 profile, and drgw reads DL/T 645 meters "
@@ -77,16 +86,23 @@ def line_settings(profile: Profile, args: argparse.Namespace) -> tuple[int, str,
 
 
 async def read_device(args: argparse.Namespace, profile: Profile) -> list[Reading]:
-    """A Modbus device, through BusOwner.read_points; a silent one gives error readings (exit 1)."""
+    """A Modbus device, through BusOwner.read_points after its model check; a silent one, or one of
+    another model, gives error readings (exit 1)."""
     baud, parity, stopbits = line_settings(profile, args)
     link, settings = make_link(tcp=args.tcp, serial=args.serial, baud=baud, parity=parity,
-                               stopbits=stopbits)
+                               stopbits=stopbits, framing=args.framing or "tcp")
     spec = DeviceSpec(name=profile.name, profile=profile, unit=args.unit, timeout=args.timeout)
     owner = BusOwner(link=link, settings=settings, devices=[spec], sink=lambda sample: None)
     state = owner.devices[spec.name]
     try:
         await link.open()
         try:
+            if not args.no_model_check:
+                check = await check_model(functools.partial(owner.transact, state), spec)
+                if check.ruled_out:
+                    return unanswered(profile, WrongModel(wrong_model_message(spec, check)),
+                                      "`drgw scan` proposes the profiles that fit; "
+                                      "--no-model-check reads it anyway")
             return await owner.read_points(state, state.with_scale_factors(list(profile.points)))
         except DeviceError as exc:
             return unanswered(profile, exc, "check the unit id (`drgw scan` finds it), the rate "

@@ -1,6 +1,11 @@
 """`drgw run CONFIG`: the agent. SIGTERM/SIGINT stop it cleanly; a restart request re-executes it.
 
 With `--on-restart exit` it exits with status 75 instead, for systemd to start it again.
+
+A config on trial (a remote `config_set`, gateway.agent.trial) is a transaction across restarts:
+when it does not load, or the agent fails before its verdict (store, metrics port, key, device
+layer: any error), or a process before this one died trying it, the last good config is restored,
+the reason recorded, and the agent starts again on it (exec, or 75 for systemd).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 from pathlib import Path
 
 from gateway.config.gateway import GatewayConfig, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DrgwError
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +34,52 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=run)
 
 
-def _load(path: Path) -> GatewayConfig:
+def _rolled_back(path: Path, *, reason: str, tried: str | None = None) -> bool:
     from gateway.agent import trial  # here, not above: every drgw command imports this module
 
+    if not trial.on_trial(path) or not trial.rollback(path, reason=reason, tried=tried):
+        return False
+    note = trial.last_rollback(path)
+    log.warning("config %s on trial rolled back to the last good one (%s): %s",
+                note.config_hash if note else "?", note.restored_hash if note else "?", reason)
+    return True
+
+
+def _load(path: Path) -> GatewayConfig:
+    from gateway.agent import trial
+
     try:
-        return load_config(path)
-    except ConfigError:
-        if trial.on_trial(path) and trial.rollback(path):
-            log.error("the new config of %s does not load; rolled back to the last good one", path)
+        config = load_config(path)
+    except ConfigError as exc:
+        if _rolled_back(path, reason=f"does not load: {exc}"):
             return load_config(path)
         raise
+    if trial.on_trial(path) and not trial.begin(path) and _rolled_back(
+            path, tried=config.config_hash, reason="the agent stopped before a verdict on it "
+            "(killed by the watchdog or a signal, crashed, or power lost)"):
+        return load_config(path)
+    return config
+
+
+def _failure(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, DrgwError) else f"{type(exc).__name__}: {exc}"
+
+
+def _serve_trial(config: GatewayConfig) -> int:
+    """Run the agent; a config on trial that fails is rolled back and RESTART asked for."""
+    from gateway.agent import RESTART, trial
+
+    trying = trial.on_trial(config.path)
+    try:
+        code = asyncio.run(_serve(config))
+    except Exception as exc:
+        if trying and _rolled_back(config.path, tried=config.config_hash,
+                                   reason=f"failed to start: {_failure(exc)}"):
+            return RESTART
+        raise
+    if code in (0, RESTART):
+        trial.interrupt(config.path)  # a clean stop before the verdict: try it again next start
+    return code
 
 
 async def _serve(config: GatewayConfig) -> int:
@@ -65,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     # Stdout, for journald (with "<N>" priorities when it is the journal stream); rate-limited.
     configure(level=config.log_level)
-    code = asyncio.run(_serve(config))
+    code = _serve_trial(config)
     if code == RESTART and args.on_restart == "exec":
         from gateway.ops import sdnotify
 

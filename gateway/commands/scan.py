@@ -13,7 +13,7 @@ import sys
 from gateway.config.profiles import load_all
 from gateway.device.device import DeviceError
 from gateway.device.dlt645 import find_meter
-from gateway.device.probe import Found, draft_config, scan_link
+from gateway.device.probe import Found, draft_config, scan_link, scanned, transport_label
 from gateway.device.transport import LinkError
 from gateway.errors import ConfigError
 from gateway.perception.profiles import Profile
@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--serial", metavar="PORT")
     where.add_argument("--tcp", metavar="HOST:PORT")
+    parser.add_argument("--framing", choices=["tcp", "rtu"], default=None,
+                        help="with --tcp: tcp = Modbus TCP (default), rtu = RTU over TCP (a "
+                             "serial-to-Ethernet converter in transparent mode)")
     parser.add_argument("--protocol", choices=["modbus", "dlt645"], default="modbus",
                         help="dlt645: ask the DL/T 645 meter on --serial for its address "
                              "(one meter per line; docs/dlt645.md)")
@@ -65,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
         return run_dlt645(args)
     args.bauds, args.parity = args.bauds or "9600", args.parity or "N"
     args.timeout = 0.15 if args.timeout is None else args.timeout
+    if args.framing is not None and args.tcp is None:
+        raise ConfigError("--framing applies to --tcp: a serial line always frames RTU")
+    args.framing = args.framing or "tcp"
     units = parse_units(args.units)
-    profiles = [p for p in load_all() if p.probe is not None]
-    if not profiles:
-        raise ConfigError("no device profile has a probe; scanning needs at least one")
+    profiles = scanned(load_all())
     bauds: list[int | None] = [None]
     if args.serial:
         bauds = list(parse_bauds(args.bauds, example="2400,9600,19200"))
@@ -91,7 +95,7 @@ def _scan_at(args: argparse.Namespace, baud: int | None, units: list[int],
             print(f"\rscanning {where}unit {done}/{total}: {hits} found", end=end,
                   file=sys.stderr, flush=True)
 
-    link_args: dict[str, object] = ({"tcp": args.tcp} if args.tcp else
+    link_args: dict[str, object] = ({"tcp": args.tcp, "framing": args.framing} if args.tcp else
                                     {"serial": args.serial, "baud": baud, "parity": args.parity})
     try:
         return asyncio.run(scan_link(link_args=link_args, units=units, profiles=profiles,
@@ -102,17 +106,23 @@ def _scan_at(args: argparse.Namespace, baud: int | None, units: list[int],
 
 
 def _print_found(args: argparse.Namespace, found: list[Found]) -> None:
+    draft = draft_config(found, tcp=args.tcp, serial=args.serial, framing=args.framing)
     if args.json:
-        transport, address = ("tcp" if args.tcp else "rtu"), args.tcp or args.serial
+        transport, address = transport_label(args.tcp, args.serial, args.framing)
         print(json.dumps({"devices": [f.as_json(transport, address) for f in found],
-                          "config": draft_config(found, tcp=args.tcp, serial=args.serial)}))
+                          "config": draft}))
         return
     for f in found:
-        names = ", ".join(f.profiles) if f.profiles else "unknown model (answers, no probe matched)"
+        if f.profile is not None:
+            names = f"{f.profile} ({f.how})"
+        elif f.profiles:
+            names = f"one of {', '.join(f.profiles)} ({f.how}: choose)"
+        else:
+            names = "unknown model (answers, no probe matched)"
         speed = f" at {f.baud} baud" if f.baud else ""
         print(f"unit {f.unit:>3}{speed}: {names}")
     print(f"{len(found)} device(s) found\n")
-    print(draft_config(found, tcp=args.tcp, serial=args.serial))
+    print(draft)
 
 
 # ---------------------------------------------------------------------------------------- DL/T 645

@@ -6,15 +6,20 @@ e.g. captured with `mosquitto_sub -t 'drgw/v1/+/meas' > capture.jsonl`. Checks, 
 signatures (recovered signer = the record's gateway, and = --gateway when given), seq continuity
 (gaps, duplicates, conflicting records for one seq), the hash chain (prevHash = struct hash of
 seq - 1), and with --db every Merkle root kept in the store. Exit 0 only when everything holds.
+
+A store is read read-only and damage-tolerantly (gateway/measurement/store/reader.py): rows on damaged
+pages are reported as unreadable seq ranges, and ranges a salvage could not recover as lost, instead
+of a traceback; every readable record is still checked (and exported).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,12 +34,10 @@ from gateway.measurement.record import (
     recover_signer,
     struct_hash,
 )
-from gateway.measurement.wire import MeasurementFormatError, decode_batch, from_wire, to_wire
+from gateway.measurement.wire import MeasurementFormatError, decode_batch, from_wire
 
 if TYPE_CHECKING:
-    from gateway.measurement.store import Store
-
-CHUNK = 10_000
+    from gateway.measurement.store.reader import StoreReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +88,10 @@ def read_log(path: Path) -> Iterator[tuple[int, SignedMeasurement | MeasurementF
 
 def check_records(records: Iterable[SignedMeasurement], *, domain: Domain,
                   gateway: str | None = None, dedup: bool = False,
+                  explained: Sequence[tuple[int, int]] = (),
                   ) -> tuple[list[Problem], dict[str, tuple[int, int, int]]]:
-    """Problems found, and per gateway (records, first seq, last seq)."""
+    """Problems found, and per gateway (records, first seq, last seq). A gap inside one of the
+    `explained` seq ranges (unreadable or lost, reported by the caller) is not reported again."""
     problems: list[Problem] = []
     by_gateway: dict[str, dict[int, SignedMeasurement]] = defaultdict(dict)
     for sm in records:
@@ -116,12 +121,13 @@ def check_records(records: Iterable[SignedMeasurement], *, domain: Domain,
     for gw, chain in by_gateway.items():
         seqs = sorted(chain)
         summary[gw] = (len(seqs), seqs[0], seqs[-1])
-        problems.extend(_chain_problems(chain, seqs, gw if len(by_gateway) > 1 else ""))
+        problems.extend(_chain_problems(chain, seqs, gw if len(by_gateway) > 1 else "",
+                                        explained))
     return problems, summary
 
 
-def _chain_problems(chain: dict[int, SignedMeasurement], seqs: list[int],
-                    label: str) -> Iterator[Problem]:
+def _chain_problems(chain: dict[int, SignedMeasurement], seqs: list[int], label: str,
+                    explained: Sequence[tuple[int, int]]) -> Iterator[Problem]:
     prefix = f"{label} " if label else ""
     for seq in seqs:
         m = chain[seq].measurement
@@ -131,23 +137,72 @@ def _chain_problems(chain: dict[int, SignedMeasurement], seqs: list[int],
         if before is None:
             if seq != seqs[0]:
                 low = max(s for s in seqs if s < seq)
-                yield Problem(f"{prefix}seq {seq}", f"gap: seq {low + 1}..{seq - 1} missing")
+                if not _covered(low + 1, seq - 1, explained):
+                    yield Problem(f"{prefix}seq {seq}", f"gap: seq {low + 1}..{seq - 1} missing")
         elif m.prev_hash != struct_hash(before.measurement):
             yield Problem(f"{prefix}seq {seq}", f"hash chain broken: prevHash is not the hash of "
                                                 f"seq {seq - 1}")
 
 
-def _store_records(store: Store) -> Iterator[SignedMeasurement]:
-    low, high = store.seq_bounds()
-    for start in range(low, high + 1, CHUNK) if high else ():
-        yield from store.measurements_range(start, min(start + CHUNK - 1, high))
+def _covered(first: int, last: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether every seq first..last lies in one of `ranges` (sorted or not)."""
+    for a, b in sorted(ranges):
+        if a > first:
+            return False
+        if b >= first:
+            first = b + 1
+        if first > last:
+            return True
+    return first > last
 
 
-def _merkle_problems(store: Store) -> Iterator[Problem]:
-    for number, interval in enumerate(store.intervals(), 1):
+def _store_records(reader: StoreReader, problems: list[Problem],
+                   explained: list[tuple[int, int]]) -> Iterator[SignedMeasurement]:
+    """The readable records of a store; unreadable, lost and damaged ones go to `problems`, and
+    their seq ranges to `explained`."""
+    from gateway.measurement.store.reader import RawRecord
+
+    for lost in reader.lost_ranges():
+        problems.append(Problem(f"seq {lost.first}..{lost.last}",
+                                f"lost: {lost.why} (recorded by `drgw store salvage`)"))
+        explained.append((lost.first, lost.last))
+    span = reader.seq_span()
+    for item in reader.raw_records(*span) if span else ():
+        if not isinstance(item, RawRecord):
+            problems.append(Problem(f"seq {item.first}..{item.last}", (
+                f"unreadable: the store file is damaged here ({item.why}); `drgw store salvage` "
+                "copies every readable record")))
+            explained.append((item.first, item.last))
+            continue
+        try:
+            record = from_wire(item.wire)
+        except MeasurementFormatError as exc:
+            problems.append(Problem(f"seq {item.seq}", f"damaged record: {exc}"))
+            explained.append((item.seq, item.seq))
+            continue
+        yield record
+
+
+def _merkle_problems(reader: StoreReader,
+                     explained: Sequence[tuple[int, int]]) -> Iterator[Problem]:
+    try:
+        intervals = reader.intervals()
+    except sqlite3.DatabaseError as exc:
+        yield Problem("Merkle roots", f"unreadable: the store file is damaged here ({exc})")
+        return
+    for number, interval in enumerate(intervals, 1):
         where = f"interval {number} (seq {interval.first_seq}..{interval.last_seq})"
-        leaves = store.interval_leaves(interval.start_ms, interval.end_ms)
-        if len(leaves) != interval.leaf_count:
+        try:
+            leaves = reader.members(interval)
+        except sqlite3.DatabaseError as exc:
+            yield Problem(where, f"cannot be checked: some of its records are unreadable ({exc})")
+            continue
+        damaged = [f"{a}..{b}" for a, b in explained
+                   if a <= interval.last_seq and b >= interval.first_seq]
+        if len(leaves) != interval.leaf_count and damaged:
+            yield Problem(where, f"cannot be checked: records under this root are lost or "
+                                 f"unreadable (seq {', '.join(damaged)})")
+        elif len(leaves) != interval.leaf_count:
             yield Problem(where, f"holds {len(leaves)} records, root was made over "
                                  f"{interval.leaf_count} (evicted or inserted later)")
         elif merkle.root([leaf for _, leaf in leaves]) != interval.root:
@@ -160,15 +215,17 @@ def run_verify(args: argparse.Namespace) -> int:
     domain = measurement_domain(args.chain_id)
     problems: list[Problem] = []
     if args.db:
-        from gateway.measurement.store import Store
+        from gateway.measurement.store.reader import StoreReader
 
         if not Path(args.db).is_file():
             raise ConfigError(f"verify: store {args.db} does not exist")
-        with Store(args.db) as store:
-            found, summary = check_records(_store_records(store), domain=domain,
-                                           gateway=args.gateway, dedup=args.dedup)
+        with StoreReader(args.db) as reader:
+            explained: list[tuple[int, int]] = []
+            found, summary = check_records(_store_records(reader, problems, explained),
+                                           domain=domain, gateway=args.gateway,
+                                           dedup=args.dedup, explained=explained)
             problems.extend(found)
-            problems.extend(_merkle_problems(store))
+            problems.extend(_merkle_problems(reader, explained))
     else:
         path = Path(args.file)
         if not path.is_file():
@@ -204,22 +261,37 @@ def _report(problems: list[Problem], summary: dict[str, tuple[int, int, int]],
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from gateway.measurement.store import Store
+    """Readable records as they are stored (their original bytes); unreadable ones are named on
+    stderr and make the exit status 1."""
+    from gateway.measurement.store.reader import RawRecord, StoreReader
 
     if not Path(args.db).is_file():
         raise ConfigError(f"export: store {args.db} does not exist")
-    with Store(args.db) as store:
-        low, high = store.seq_bounds()
-        first, last = max(args.seq_from, low), min(args.seq_to, high)
+    missing: list[str] = []
+    count = 0
+    with StoreReader(args.db) as reader:
+        span = reader.seq_span() or (0, 0)
+        first, last = max(args.seq_from, span[0]), min(args.seq_to, span[1])
         out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
         try:
-            count = 0
-            for start in range(first, last + 1, CHUNK) if high else ():
-                for sm in store.measurements_range(start, min(start + CHUNK - 1, last)):
-                    out.write(to_wire(sm) + b"\n")
+            for item in reader.raw_records(first, last) if span[1] else ():
+                if isinstance(item, RawRecord):
+                    try:
+                        from_wire(item.wire)
+                    except MeasurementFormatError as exc:
+                        missing.append(f"seq {item.seq}: damaged record ({exc})")
+                        continue
+                    out.write(item.wire + b"\n")
                     count += 1
+                else:
+                    missing.append(f"seq {item.first}..{item.last}: unreadable ({item.why})")
         finally:
             if out is not sys.stdout.buffer:
                 out.close()
     print(f"exported {count} records (seq {first}..{last})", file=sys.stderr)
-    return 0
+    for line in missing:
+        print(f"NOT EXPORTED {line}", file=sys.stderr)
+    if missing:
+        print(f"the store is damaged: `drgw store salvage {args.db} NEW.db` copies every "
+              "readable record into a new store", file=sys.stderr)
+    return 1 if missing else 0

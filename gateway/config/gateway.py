@@ -7,8 +7,9 @@ hands them their profiles and composes the whole.
 
 from __future__ import annotations
 
+import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +20,9 @@ from gateway.device import config as device_config
 from gateway.device.config import BusConfig, DeviceConfig, DevicesConfig
 from gateway.errors import ConfigError
 from gateway.loop.settings import DrConfig, parse_dr
+from gateway.measurement.keyfile import KeyFileError, read_password_file
+from gateway.network.errors import LinkConfigError
+from gateway.network.settings import parse_broker_url, redact, split_login
 from gateway.schema import Fields
 
 __all__ = ["BusConfig", "DeviceConfig", "DevicesConfig", "GatewayConfig", "MetricsConfig", "MqttConfig",
@@ -47,7 +51,7 @@ def parse_devices(top: Fields) -> DevicesConfig:
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    broker: str  # mqtt://host:port or mqtts://host:port
+    broker: str  # mqtt://host:port or mqtts://host:port, without a login (that is username/password)
     ca: Path | None
     cert: Path | None
     key: Path | None
@@ -59,6 +63,9 @@ class MqttConfig:
     inflight: int
     ha_discovery: bool
     health_interval: float
+    username: str | None = None  # the MQTT login: [mqtt] username, or the user in the broker URL
+    password: str | None = field(default=None, repr=False)  # as read from password_file if set
+    password_file: Path | None = None  # None with a password: it is in the config file itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +128,7 @@ class GatewayConfig:
     store: StoreConfig
     operators: tuple[str, ...]
     devices: DevicesConfig
-    text: str  # the file as read: its hash is the config hash in the status topic
+    text: str = field(repr=False)  # the file as read (its hash is the config hash in the status topic)
     chain: ChainConfig | None = None  # [chain]: where this household's Reports go
     dr: DrConfig | None = None  # [dr]: baselines and levers of the closed loop
     metrics: MetricsConfig | None = None  # [metrics]: the Prometheus endpoint, off when None
@@ -142,36 +149,87 @@ def _path(f: Fields, key: str, base: Path, *, required: bool = False) -> Path | 
 
 
 def _mqtt(f: Fields, base: Path) -> MqttConfig:
-    broker = f.optional_str("broker") or "mqtt://127.0.0.1:1883"
-    if not broker.startswith(("mqtt://", "mqtts://")):
-        f.fail("broker", f"{broker!r}: write mqtt://host:port or mqtts://host:port")
+    broker, username, password, password_file = _login(f, base)
     cfg = MqttConfig(
         broker=broker, ca=_path(f, "ca", base), cert=_path(f, "cert", base),
         key=_path(f, "key", base), client_id=f.optional_str("client_id"),
-        keepalive=f.optional_int("keepalive") or 30,
-        batch_max=f.optional_int("batch_max") or 50,
-        rate_messages=f.optional_number("rate_messages") or 200.0,
-        rate_bytes=f.optional_number("rate_bytes") or 2_000_000.0,
-        inflight=f.optional_int("inflight") or 8,
+        # MQTT 3.1.1, 3.1.2.10: Keep Alive is 16 bits; 0 would turn it off, and a dead connection
+        # is found by keep-alive alone (network/link.py, Connection.publish).
+        keepalive=f.optional_int("keepalive", minimum=1, maximum=65535, unit="seconds", default=30),
+        batch_max=f.optional_int("batch_max", minimum=1, maximum=1000, unit="measurements",
+                                 default=50),
+        rate_messages=f.optional_number("rate_messages", minimum=1, maximum=1_000_000,
+                                        unit="messages per second", default=200.0),
+        rate_bytes=f.optional_number("rate_bytes", minimum=1000, maximum=1_000_000_000,
+                                     unit="bytes per second", default=2_000_000.0),
+        # MQTT 3.1.1, 2.3.1: packet identifiers are 16 bits and non-zero
+        inflight=f.optional_int("inflight", minimum=1, maximum=65535, unit="messages", default=8),
         ha_discovery=bool(f.optional_bool("ha_discovery")),
-        health_interval=f.optional_number("health_interval") or 30.0,
+        health_interval=f.optional_number("health_interval", minimum=1, maximum=86400,
+                                          unit="seconds", default=30.0),
+        username=username, password=password, password_file=password_file,
     )
     if (cfg.cert is None) != (cfg.key is None):
         f.fail("cert", "mutual TLS needs both 'cert' and 'key'")
-    if not 1 <= cfg.batch_max <= 1000:
-        f.fail("batch_max", "a batch holds 1..1000 measurements")
     f.reject_unknown()
     return cfg
+
+
+def _login(f: Fields, base: Path) -> tuple[str, str | None, str | None, Path | None]:
+    """The broker URL without its login, and the login: from the URL (`mqtt://user:pass@host`) or
+    from `username` with `password` or `password_file` (a file only its owner may read, as key files);
+    (broker, username, password, password_file)."""
+    raw = f.optional_str("broker") or "mqtt://127.0.0.1:1883"
+    try:
+        broker, url_user, url_password = split_login(raw)
+        parse_broker_url(broker)
+    except LinkConfigError as exc:
+        f.fail("broker", str(exc))
+    username, inline, password_file = (f.optional_str("username"), f.optional_str("password"),
+                                       _path(f, "password_file", base))
+    if inline is not None and password_file is not None:
+        f.fail("password", "give the password once: 'password' or 'password_file', not both")
+    if url_user is not None:
+        if username is not None or inline is not None or password_file is not None:
+            f.fail("broker", f"{redact(raw)!r} carries a login and 'username'/'password'/"
+                   "'password_file' give one too: keep one of them")
+        return broker, url_user, url_password, None
+    password = inline if password_file is None else _password_file(f, password_file)
+    if password is not None and username is None:
+        # MQTT 3.1.1, 3.1.2.9: a password is only sent with a user name.
+        f.fail("password_file" if password_file else "password", "a password needs 'username' too")
+    return broker, username, password, password_file
+
+
+def _password_file(f: Fields, path: Path) -> str:
+    try:
+        password = read_password_file(path)
+    except KeyFileError as exc:
+        f.fail("password_file", str(exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        f.fail("password_file", f"cannot read {path}: {exc}")
+    if not password:
+        f.fail("password_file", f"{path} is empty: write the broker password in it (one line)")
+    return password
 
 
 def _store(f: Fields, base: Path) -> StoreConfig:
     cfg = StoreConfig(
         path=_path(f, "path", base) or (base / "drgw.db"),
-        outbox_max_rows=f.optional_int("outbox_max_rows") or 200_000,
-        outbox_max_bytes=f.optional_int("outbox_max_bytes") or 512 * 1024 * 1024,
-        outbox_max_age_s=(f.optional_number("outbox_max_age_days") or 30.0) * 86400,
-        measurements_max_rows=f.optional_int("measurements_max_rows") or 5_000_000,
-        merkle_interval_s=f.optional_number("merkle_interval_s") or 900.0,
+        # A cap below 1 would evict every batch before it is sent (docs/config.md, "Ranges").
+        outbox_max_rows=f.optional_int("outbox_max_rows", minimum=1, maximum=100_000_000,
+                                       unit="batches", default=200_000),
+        # At least 16 MiB: the cap must hold batches, and the largest is about 1.5 MB (batch_max =
+        # 1000 measurements of all 31 points of an Eastron SDM630, measured with wire.encode_batch).
+        outbox_max_bytes=f.optional_int("outbox_max_bytes", minimum=16 << 20, maximum=1 << 40,
+                                        unit="bytes", default=512 << 20),
+        outbox_max_age_s=f.optional_number("outbox_max_age_days", minimum=0.01, maximum=3650,
+                                           unit="days", default=30.0) * 86400,
+        measurements_max_rows=f.optional_int("measurements_max_rows", minimum=1,
+                                             maximum=10**12, unit="measurements",
+                                             default=5_000_000),
+        merkle_interval_s=f.optional_number("merkle_interval_s", minimum=1, maximum=86400,
+                                            unit="seconds", default=900.0),
     )
     f.reject_unknown()
     return cfg
@@ -202,7 +260,8 @@ def parse_config(text: str, *, path: Path) -> GatewayConfig:
           if "dr" in top else None)
     config = GatewayConfig(
         path=path, key=key, key_password_file=_path(gw, "key_password_file", base),
-        chain_id=gw.optional_int("chain_id") or 1,
+        # EIP-712's chainId is a uint256 and EIP-155 ids start at 1; TOML integers end at 2**63 - 1.
+        chain_id=gw.optional_int("chain_id", minimum=1, default=1),
         log_level=gw.optional_str("log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
         or "INFO",
         mqtt=_mqtt(top.sub("mqtt"), base), store=store,
@@ -220,4 +279,23 @@ def load_config(path: Path) -> GatewayConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config: {exc.strerror}; "
                           "`drgw init` writes one") from exc
-    return parse_config(text, path=path)
+    config = parse_config(text, path=path)
+    _check_password_kept(config)
+    return config
+
+
+def _check_password_kept(config: GatewayConfig) -> None:
+    """Refuse a broker password written in a config file that any user can read. The group may:
+    the installed config is 0640 root:drgw so the service's group reads it (docs/config.md)."""
+    m = config.mqtt
+    if m.password is None or m.password_file is not None:
+        return
+    try:
+        mode = config.path.stat().st_mode
+    except OSError:
+        return  # read a moment ago; gone now, nothing left to protect
+    if mode & stat.S_IRWXO:
+        raise ConfigError(
+            f"{config.path}: mqtt: the broker password is in this file and every user can read "
+            f"it (mode {stat.S_IMODE(mode):04o}): chmod o-rwx {config.path} (0640 root:drgw, as "
+            "drgw init writes it), or move the password to password_file (mode 0600)")

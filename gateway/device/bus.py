@@ -20,11 +20,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gateway.device.device import DeviceError, DeviceSpec, DeviceState
+from gateway.device.device import DeviceError, DeviceSpec, DeviceState, WrongModel
+from gateway.device.model_check import check_model, wrong_model_message
 from gateway.device.schedule import PollScheduler
 from gateway.device.transport import Link, LinkError
 from gateway.errors import DrgwError
 from gateway.perception.decoders import decode_read
+from gateway.perception.identify import Fit, ModelCheck
 from gateway.perception.readings import Sample
 from gateway.protocol import modbus
 
@@ -83,11 +85,12 @@ class BusOwner(PollScheduler):
                     raise asyncio.CancelledError
                 await self._run_urgent()
                 now = loop.time()
+                port_at = await self._tend_port(now)
                 due_at, state = self._next_due()
                 if due_at > now:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), due_at - now)
+                        await asyncio.wait_for(self._wake.wait(), min(due_at, port_at) - now)
                     continue
                 classes = state.due_classes(now)
                 await self._poll(state, classes)
@@ -96,6 +99,35 @@ class BusOwner(PollScheduler):
 
     def _next_due(self) -> tuple[float, DeviceState]:
         return min(((s.next_due(), s) for s in self.devices.values()), key=lambda pair: pair[0])
+
+    async def read_cycle(self, state: DeviceState, points: Sequence[object]) -> list:  # type: ignore[type-arg]
+        """A poll cycle's reads, after the model check when one is due: before the first cycle and
+        after a failed one (the meter may have been swapped). A device that is not its profile's
+        model raises WrongModel, so its cycles fail with error readings instead of signing another
+        meter's registers as good data (docs/config.md, check_model)."""
+        last = state.model
+        # An unproven check of a profile with a probe (a busy device, say) is repeated next cycle.
+        unsettled = last is not None and last.fit is Fit.UNPROVEN and state.spec.profile.probed
+        if state.spec.check_model and (last is None or state.failures or unsettled):
+            check = await check_model(functools.partial(self.transact, state), state.spec)
+            if last is None or last.fit is not check.fit:
+                log.info("%s: model check: %s (%s)", state.spec.name, check.fit, check.evidence,
+                         extra={"device": state.spec.name})
+            state.model = check
+            if check.ruled_out:
+                raise WrongModel(f"{wrong_model_message(state.spec, check)}; `drgw scan` identifies "
+                                 "it; for a variant the probe does not know, set check_model = "
+                                 "false on the device")
+        return await self.read_points(state, points)
+
+    async def verify_model(self, device: str) -> ModelCheck:
+        """Run the device's model check now, ahead of the schedule (`drgw doctor`)."""
+        state = self.devices[device]
+
+        async def job() -> ModelCheck:
+            return await check_model(functools.partial(self.transact, state), state.spec)
+
+        return await self.submit(job)  # type: ignore[return-value]
 
     async def read_points(self, state: DeviceState, points: Sequence[object]) -> list:  # type: ignore[type-arg]
         """Read these points now, splitting reads the device refuses. Raises DeviceError on timeout."""
@@ -153,6 +185,13 @@ class BusOwner(PollScheduler):
             state.timeouts += 1
             await self._resync()
             raise DeviceError(f"unit {request.unit}: no answer within {timeout * 1000:.0f} ms")
+        if isinstance(answer, modbus.ExceptionResponse) and answer.code in modbus.GATEWAY_EXCEPTIONS:
+            # A TCP-to-RTU gateway answering for a unit that did not (Application Protocol 7,
+            # exceptions 0A/0B): the unit's silence, as a timeout is on a serial line.
+            self.timeouts += 1
+            state.timeouts += 1
+            raise DeviceError(f"unit {request.unit}: no answer: the gateway reports "
+                              f"{answer.message} (exception {answer.code:02X})")
         state.observe_latency(loop.time() - sent_at - wire)
         if isinstance(answer, modbus.ExceptionResponse):
             state.exceptions += 1

@@ -7,15 +7,17 @@ caller hands in (the config layer reads the files): this layer reads none.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.errors import ConfigError
 from gateway.perception.profiles import DEFAULT_INTERVALS, POLL_CLASSES, Profile
 from gateway.protocol import dlt645
-from gateway.schema import Fields
+from gateway.schema import Bounds, Fields
 
 ProfileSource = Callable[[str], Profile]  # a profile's name -> the Profile (raises ConfigError)
+POLL_INTERVAL = Bounds(0.05, 86400, "seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +30,11 @@ class BusConfig:
     stopbits: int
     frame_gap: float | None  # seconds; None = the 3.5-character silent interval
     protocol: str = "modbus"  # or "dlt645" (docs/dlt645.md): picks the bus owner
+    tcp_framing: str = "tcp"  # a tcp bus: "tcp" (MBAP, Modbus TCP) or "rtu" (RTU over TCP)
 
     @property
     def framing(self) -> str:
-        return "tcp" if self.tcp else "rtu"
+        return self.tcp_framing if self.tcp else "rtu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class DeviceConfig:
     intervals: Mapping[str, float]
     role: str  # "main" (the household's main meter), "meter" or "appliance"
     address: str | None = None  # a DL/T 645 meter's 12-digit address; None on Modbus buses
+    check_model: bool = True  # check the profile's probe before polling (docs/config.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +82,13 @@ def parse_devices(top: Fields, *, load_profile: ProfileSource) -> DevicesConfig:
 def _intervals(f: Fields, defaults: Mapping[str, float]) -> dict[str, float]:
     out = dict(defaults)
     for cls in POLL_CLASSES:
-        value = f.optional_number(cls)
-        if value is not None:
-            if not 0.05 <= value <= 86400:
-                f.fail(cls, "a poll interval is 0.05 .. 86400 seconds")
-            out[cls] = value
+        value = f.peek(cls)
+        if value is None:
+            continue
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or not POLL_INTERVAL.holds(value)):
+            f.fail(cls, f"a poll interval is {POLL_INTERVAL.text('a number')}, found {value!r}")
+        out[cls] = float(value)
     f.reject_unknown()
     return out
 
@@ -92,17 +98,24 @@ def _bus(f: Fields, before: Sequence[BusConfig]) -> BusConfig:
     tcp, serial = f.optional_str("tcp"), f.optional_str("serial")
     if (tcp is None) == (serial is None):
         f.fail("tcp", "a bus has exactly one of tcp = \"host:port\" or serial = \"/dev/ttyUSB0\"")
-    gap_ms = f.optional_number("frame_gap_ms")
+    # 3.5 characters are 128 ms at 300 baud (Modbus over serial line v1.02, 2.5.1.1); a second is plenty.
+    gap_ms = f.optional_number("frame_gap_ms", minimum=0, maximum=1000, unit="ms")
     protocol = f.optional_str("protocol", choices=("modbus", "dlt645")) or "modbus"
     dlt = protocol == "dlt645"  # DL/T 645 meters: 8E1, usually at 2400 baud
     if dlt and tcp is not None:
         f.fail("tcp", "a DL/T 645 bus is an RS-485 line: write serial = \"/dev/ttyUSB0\"")
+    framing = f.optional_str("framing", choices=("tcp", "rtu"))
+    if framing == "tcp" and serial is not None:
+        f.fail("framing", "a serial line always frames RTU; framing = \"tcp\" (Modbus TCP) or "
+               "\"rtu\" (RTU over TCP, a serial-to-Ethernet converter) applies to a tcp bus")
     bus = BusConfig(
         name=f.require_str("name"), tcp=tcp, serial=serial,
-        baud=f.optional_int("baud") or (2400 if dlt else 9600),
+        baud=f.optional_int("baud", minimum=300, maximum=4_000_000, unit="baud",
+                            default=2400 if dlt else 9600),
         parity=f.optional_str("parity", choices=("N", "E", "O")) or ("E" if dlt else "N"),
         stopbits=f.optional_int("stopbits", choices=(1, 2)) or 1,
         frame_gap=None if gap_ms is None else gap_ms / 1000.0, protocol=protocol,
+        tcp_framing=framing or "tcp",
     )
     f.reject_unknown()
     if any(b.name == bus.name for b in before):
@@ -122,25 +135,34 @@ def _device(f: Fields, *, buses: Sequence[BusConfig], devices: Sequence[DeviceCo
     protocol = buses[bus_names.index(bus_name)].protocol
     unit, address = _bus_address(f, bus_name, protocol)
     profile = _profile(f, protocol, bus_name, load_profile)
-    timeout = f.optional_number("timeout") or 1.0
+    timeout = f.optional_number("timeout", minimum=0.05, maximum=60, unit="seconds", default=1.0)
     role = f.optional_str("role", choices=("main", "meter", "appliance"))
     device = DeviceConfig(
         name=name, profile=profile, bus=bus_name, unit=unit, timeout=timeout,
         intervals=_intervals(f.sub("poll"), defaults),
         role=role or ("appliance" if profile.kind == "appliance" else "meter"),
-        address=address,
+        address=address, check_model=_check_model(f, profile),
     )
     f.reject_unknown()
     _check_unique(f, device, devices)
     return device
 
 
+def _check_model(f: Fields, profile: Profile) -> bool:
+    """`check_model = false` skips the probe check before polling: for a variant of the model whose
+    identification register the profile does not list."""
+    check = f.optional_bool("check_model")
+    if check is not None and profile.transport.protocol != "modbus":
+        f.fail("check_model", f"{profile.name} is a {profile.transport.protocol} profile: it has no "
+               "probe to check; remove the key")
+    return check is not False
+
+
 def _bus_address(f: Fields, bus: str, protocol: str) -> tuple[int, str | None]:
     """A device's Modbus unit, or a DL/T 645 meter's address (unit 0) on a protocol = "dlt645" bus."""
     address = _meter_address(f, bus) if protocol == "dlt645" else None
-    unit = 0 if address is not None else f.require_int("unit")
-    if not 0 <= unit <= 247:
-        f.fail("unit", "a Modbus unit id is 0..247")
+    # Modbus over serial line v1.02, 2.2: 0 is the broadcast address, 1..247 the devices' addresses
+    unit = 0 if address is not None else f.require_int("unit", minimum=0, maximum=247)
     if address is None and "address" in f:
         f.fail("address", "only devices on a protocol = \"dlt645\" bus have an address; "
                "a Modbus device has unit = 1..247")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import DrgwError
 from gateway.perception.codec import encode_point
+from gateway.perception.identify import ModelCheck
 from gateway.perception.planner import RTU_REQUEST_OVERHEAD, PlannedRead, ReadPlanner
 from gateway.perception.profiles import DEFAULT_INTERVALS, POLL_CLASSES, Point, Profile
 from gateway.perception.readings import Quality, Reading
@@ -21,6 +22,11 @@ class DeviceError(DrgwError):
     """A device did not answer, or answered garbage: the cycle failed."""
 
     exit_code = 3
+
+
+class WrongModel(DeviceError):
+    """The device answers, but its probe registers say it is not its profile's model: polling it
+    would sign another meter's registers decoded by the wrong table as good data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,7 @@ class DeviceSpec:
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
     overhead_bytes: int = RTU_REQUEST_OVERHEAD
+    check_model: bool = True  # run the profile's probe before polling (docs/config.md)
 
     @property
     def min_interval(self) -> float:
@@ -65,6 +72,7 @@ class DeviceState:
         self.requests = self.timeouts = self.protocol_errors = self.splits = 0
         self.cycles = self.failed_cycles = self.overruns = self.writes = 0
         self.exceptions = self.link_errors = 0  # Modbus exception responses; transport failures
+        self.model: ModelCheck | None = None  # the last model check (None: not checked since a failure)
 
     # --------------------------------------------------------------------------- schedule
 
@@ -95,6 +103,11 @@ class DeviceState:
                 self.overruns += 1
                 due = started + interval
             self._due[cls] = due
+
+    def resume(self, now: float) -> None:
+        """The bus's port is back after an outage: poll now, not when the back-off that the
+        outage's failed cycles built up would end."""
+        self.backoff_until = min(self.backoff_until, now)
 
     def cycle_failed(self, now: float, classes: Iterable[str], reason: str) -> None:
         self.failed_cycles += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import termios
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from gateway.device.device import DeviceError, DeviceSpec, DeviceState
+from gateway.device.reopen import Backoff, ReopeningLink
 from gateway.device.schedule import PollScheduler
 from gateway.device.transport import Link, LinkError, SerialLink
 from gateway.perception import dlt645_values as values
@@ -113,12 +115,13 @@ class Dlt645BusOwner(PollScheduler):
             while True:
                 await self._run_urgent()
                 now = loop.time()
+                port_at = await self._tend_port(now)
                 due_at, state = min(((s.next_due(), s) for s in self.devices.values()),
                                     key=lambda pair: pair[0])
                 if due_at > now:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), due_at - now)
+                        await asyncio.wait_for(self._wake.wait(), min(due_at, port_at) - now)
                     continue
                 await self._poll(state, state.due_classes(now))
         finally:
@@ -193,6 +196,8 @@ class Dlt645BusOwner(PollScheduler):
             await self.link.write(request)
             frame, noise = await self._receive(sent_at + timeout, accept)
         except LinkError as exc:
+            if state is not None:
+                state.link_errors += 1
             raise DeviceError(str(exc)) from exc
         finally:
             self._quiet_since = loop.time()
@@ -302,7 +307,7 @@ class Dlt645SerialLink(SerialLink):
         try:
             await super().open()
         except (LinkError, termios.error) as exc:  # pyserial lets termios.error through
-            if self.parity == "N" or not self.port.startswith("/dev/pts/"):
+            if self.parity == "N" or not os.path.realpath(self.port).startswith("/dev/pts/"):
                 if isinstance(exc, LinkError):
                     raise
                 raise LinkError(f"{self.port}: cannot set up the serial port ({exc})") from exc
@@ -313,12 +318,16 @@ class Dlt645SerialLink(SerialLink):
 
 def serial_owner(*, port: str, baud: int, parity: str, stopbits: int, meters: Sequence[MeterSpec],
                  sink: SampleSink, frame_gap: float | None = None,
-                 wall_clock: Callable[[], float] | None = None) -> Dlt645BusOwner:
-    """An owner on a serial port (pyserial via SerialLink), the line set up for DL/T 645."""
+                 wall_clock: Callable[[], float] | None = None,
+                 reopen: Backoff | None = None) -> Dlt645BusOwner:
+    """An owner on a serial port (pyserial via SerialLink), the line set up for DL/T 645; with
+    `reopen`, a lost port is reopened with that back-off (gateway.device.reopen: the agent's owners)."""
     settings = Dlt645Settings.for_line(baud=baud, parity=parity, stopbits=stopbits, frame_gap=frame_gap)
     kwargs = {} if wall_clock is None else {"wall_clock": wall_clock}
-    return Dlt645BusOwner(link=Dlt645SerialLink(port, baud=baud, parity=parity, stopbits=stopbits),
-                          settings=settings, meters=meters, sink=sink, **kwargs)
+    link: Link = Dlt645SerialLink(port, baud=baud, parity=parity, stopbits=stopbits)
+    if reopen is not None:
+        link = ReopeningLink(link, backoff=reopen)
+    return Dlt645BusOwner(link=link, settings=settings, meters=meters, sink=sink, **kwargs)
 
 
 async def find_meter(*, port: str, baud: int, parity: str, timeout: float,

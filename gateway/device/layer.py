@@ -1,7 +1,8 @@
 """The device layer as a whole: one bus owner per bus of the config, run in one task group.
 
 Samples from every owner go to one sink (a callable that must not block: the agent puts them on a
-queue). Writes are routed to the owner of the device's bus.
+queue). Writes are routed to the owner of the device's bus. A serial port that fails is reopened
+with the `reopen` back-off (gateway.device.reopen); None leaves that to each request.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from gateway.device.config import BusConfig, DevicesConfig
 from gateway.device.connect import make_link
 from gateway.device.device import DeviceSpec
 from gateway.device.dlt645 import Dlt645BusOwner, MeterSpec, serial_owner
+from gateway.device.reopen import DEFAULT_BACKOFF, Backoff, ReopeningLink
 from gateway.errors import ConfigError
+from gateway.perception.identify import ModelCheck
 from gateway.perception.readings import Reading, Sample
 
 
 class DeviceLayer:
     def __init__(self, config: DevicesConfig, *, sink: Callable[[Sample], None],
-                 wall_clock: Callable[[], float] | None = None) -> None:
+                 wall_clock: Callable[[], float] | None = None,
+                 reopen: Backoff | None = DEFAULT_BACKOFF) -> None:
         self.config = config
+        self._reopen = reopen
         self.owners: dict[str, BusOwner | Dlt645BusOwner] = {}
         self._bus_of: dict[str, str] = {}
         for bus in config.buses:
@@ -30,12 +35,14 @@ class DeviceLayer:
                 continue
             link, settings = make_link(tcp=bus.tcp, serial=bus.serial, baud=bus.baud,
                                        parity=bus.parity, stopbits=bus.stopbits,
-                                       frame_gap=bus.frame_gap)
+                                       frame_gap=bus.frame_gap, framing=bus.framing)
             specs = [DeviceSpec(name=d.name, profile=d.profile, unit=d.unit, intervals=d.intervals,
-                                timeout=d.timeout)
+                                timeout=d.timeout, check_model=d.check_model)
                      for d in config.devices if d.bus == bus.name]
             if not specs:
                 continue
+            if bus.serial is not None and reopen is not None:
+                link = ReopeningLink(link, backoff=reopen)
             kwargs = {} if wall_clock is None else {"wall_clock": wall_clock}
             self.owners[bus.name] = BusOwner(link=link, settings=settings, devices=specs,
                                              sink=sink, **kwargs)
@@ -49,7 +56,8 @@ class DeviceLayer:
         if meters and bus.serial is not None:
             self.owners[bus.name] = serial_owner(
                 port=bus.serial, baud=bus.baud, parity=bus.parity, stopbits=bus.stopbits,
-                frame_gap=bus.frame_gap, meters=meters, sink=sink, wall_clock=wall_clock)
+                frame_gap=bus.frame_gap, meters=meters, sink=sink, wall_clock=wall_clock,
+                reopen=self._reopen)
             self._bus_of.update((m.name, bus.name) for m in meters)
 
     def owner_of(self, device: str) -> BusOwner | Dlt645BusOwner:
@@ -69,3 +77,10 @@ class DeviceLayer:
 
     async def read_now(self, device: str, names: list[str] | None = None) -> list[Reading]:
         return await self.owner_of(device).read_now(device, names)
+
+    async def verify_model(self, device: str) -> ModelCheck | None:
+        """The device's model check now; None on a DL/T 645 bus (its profiles have no probe)."""
+        owner = self.owner_of(device)
+        if isinstance(owner, Dlt645BusOwner):
+            return None
+        return await owner.verify_model(device)

@@ -106,7 +106,9 @@ class TcpLink:
 
 
 class SerialLink:
-    """An RS-485 serial port (or a pty standing in for one)."""
+    """An RS-485 serial port (or a pty standing in for one). A read or write that fails with an
+    OSError (EIO, ENXIO, ENODEV, EBADF: the adapter went away) closes the port and raises LinkError;
+    the next write opens it again by its path (gateway.device.reopen paces that for bus owners)."""
 
     def __init__(self, port: str, *, baud: int = 9600, parity: str = "N", stopbits: int = 1) -> None:
         self.port, self.baud, self.parity, self.stopbits = port, baud, parity, stopbits
@@ -114,6 +116,7 @@ class SerialLink:
         self._serial: object | None = None
         self._fd = -1
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self._failure = ""  # why the port failed under the event loop's reader, until closed
 
     @property
     def is_open(self) -> bool:
@@ -136,23 +139,31 @@ class SerialLink:
     def _on_readable(self) -> None:
         try:
             data = os.read(self._fd, 4096)
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            data = b""
+        except OSError as exc:
+            self._failed(f"read failed ({exc})")
+            return
         if data:
             self._chunks.put_nowait(data)
-        else:  # hang-up (the other end of a pty closed, a USB adapter unplugged)
-            asyncio.get_running_loop().remove_reader(self._fd)
-            self._chunks.put_nowait(b"")
+        else:  # end of file: the other end of a pty closed
+            self._failed("the port hung up")
+
+    def _failed(self, reason: str) -> None:
+        """Kept apart from the data (discard_input must not drop it); a waiting read wakes up."""
+        asyncio.get_running_loop().remove_reader(self._fd)
+        self._failure = reason
+        self._chunks.put_nowait(b"")
 
     async def close(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self._fd)
         if self._serial is not None:
-            self._serial.close()  # type: ignore[attr-defined]
-        self._serial, self._fd = None, -1
+            with contextlib.suppress(OSError):  # closing a vanished device can fail too
+                self._serial.close()  # type: ignore[attr-defined]
+        self._serial, self._fd, self._failure = None, -1, ""
+        self.discard_input()
 
     async def write(self, data: bytes) -> None:
         if self._fd < 0:
@@ -171,20 +182,23 @@ class SerialLink:
                     loop.remove_writer(self._fd)
                 continue
             except OSError as exc:
+                await self.close()
                 raise LinkError(f"{self.port}: write failed ({exc})") from exc
             view = view[n:]
 
     async def read(self, timeout: float) -> bytes:
         if self._fd < 0:
             raise LinkError(f"{self.port}: not open")
-        try:
-            data = await asyncio.wait_for(self._chunks.get(), timeout)
-        except TimeoutError:
-            return b""
-        if not data:
-            await self.close()
-            raise LinkError(f"{self.port}: the port hung up")
-        return data
+        if not self._failure:
+            try:
+                data = await asyncio.wait_for(self._chunks.get(), timeout)
+            except TimeoutError:
+                return b""
+            if data:
+                return data
+        reason = self._failure or "the port hung up"
+        await self.close()
+        raise LinkError(f"{self.port}: {reason}")
 
     def discard_input(self) -> None:
         while not self._chunks.empty():

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import ConfigError, ProfileError
+from gateway.loop.baseline_spec import BaselineSpec, Method
 from gateway.loop.policy import Lever
 from gateway.perception.profiles import Point
 from gateway.schema import Fields
@@ -42,26 +44,25 @@ def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]],
              zones: Callable[[str], dt.tzinfo]) -> DrConfig:
     """`writable` maps each configured device to its profile's writable points by name; `zones` loads a
     time zone by name from the tz database (`zoneinfo.ZoneInfo`)."""
-    tolerance = f.optional_number("tolerance")
-    tolerance = 0.05 if tolerance is None else tolerance
-    if not 0 <= tolerance < 1:
-        f.fail("tolerance", "a fraction in [0, 1), e.g. 0.05 for 5 %")
     levers = tuple(_lever(Fields(raw, where=f"{f.where}: lever[{i}]"), writable)
                    for i, raw in enumerate(f.list("lever")))
+    baseline = f.optional_str("baseline", choices=BASELINE_METHODS) or "pre_event"
     cfg = DrConfig(
-        baseline=f.optional_str("baseline", choices=BASELINE_METHODS) or "pre_event",
-        pre_event_minutes=f.optional_int("pre_event_minutes") or 30,
-        lead_minutes=f.optional_number("lead_minutes") or 10.0,
-        tolerance=tolerance,
-        max_window_minutes=f.optional_number("max_window_minutes") or 240.0,
-        hold_off_s=f.optional_number("hold_off_s") or 30.0,
-        levers=levers, slot_s=f.optional_int("slot_s") or 60,
-        baseline_params=_params(f.sub("baseline_params")), time_zone=_time_zone(f, zones),
+        baseline=baseline,
+        pre_event_minutes=f.optional_int("pre_event_minutes", minimum=1, maximum=1440,
+                                         unit="minutes", default=30),
+        lead_minutes=f.optional_number("lead_minutes", minimum=0, maximum=1440, unit="minutes",
+                                       default=10.0),
+        # a fraction of the award, 0.05 for 5 %; the Report carries it in basis points
+        tolerance=f.optional_number("tolerance", minimum=0, maximum=0.99, default=0.05),
+        max_window_minutes=f.optional_number("max_window_minutes", minimum=1, maximum=1440,
+                                             unit="minutes", default=240.0),
+        hold_off_s=f.optional_number("hold_off_s", minimum=0, maximum=3600, unit="seconds",
+                                     default=30.0),
+        levers=levers,
+        slot_s=f.optional_int("slot_s", minimum=1, maximum=3600, unit="seconds", default=60),
+        baseline_params=_params(f.sub("baseline_params"), baseline), time_zone=_time_zone(f, zones),
     )
-    if not 1 <= cfg.slot_s <= 3600:
-        f.fail("slot_s", "1..3600 seconds")
-    if not 1 <= cfg.pre_event_minutes <= 1440:
-        f.fail("pre_event_minutes", "1..1440 minutes")
     f.reject_unknown()
     return cfg
 
@@ -77,11 +78,19 @@ def _time_zone(f: Fields, zones: Callable[[str], dt.tzinfo]) -> str:
     return name
 
 
-def _params(f: Fields) -> tuple[tuple[str, float], ...]:
+def _params(f: Fields, baseline: str) -> tuple[tuple[str, float], ...]:
+    """The default method's parameters, checked now against the method's own names and ranges
+    (gateway/loop/baseline_spec.py) rather than when the first event arrives."""
     out = []
-    for key in list(f._data):  # free-form names: the baseline method checks them
+    for key in list(f._data):
         out.append((key, f.require_number(key)))
     f.reject_unknown()
+    method = Method[baseline.upper()]
+    try:
+        BaselineSpec(method=method, params=tuple(out),
+                     curve_w=(0.0,) if method is Method.CONTRACTED else ())
+    except ValueError as exc:
+        raise ConfigError(f"{f.where}: {exc} (docs/baselines.md)") from None
     return tuple(sorted(out))
 
 
@@ -95,20 +104,15 @@ def _lever(f: Fields, writable: Mapping[str, Mapping[str, Point]]) -> Lever:
         f.fail("point", f"{point!r} is not a writable point of {device!r}; use one of "
                f"{', '.join(points) or '(it has none)'}")
     kind = f.require_str("kind", choices=LEVER_KINDS)
-    max_off = f.optional_number("max_off_minutes")
+    max_off = f.optional_number("max_off_minutes", minimum=1, maximum=1440, unit="minutes")
     needs = {"setpoint": ("min",), "switch": ("off", "on"), "battery": ("max_w",)}[kind]
     for key in needs:
         if f.optional_number(key) is None:
             f.fail(key, f"a {kind} lever needs {' and '.join(repr(k) for k in needs)}")
-    if f.require_number("expected_w") <= 0:
-        f.fail("expected_w", "the load this lever sheds (or adds, for INCREASE), in W, > 0")
-    numbers = {key: f.optional_number(key) for key in ("min", "step", "off", "on", "max_w",
-                                                         "power_w_per_unit", "max", "min_w")}
-    priority, min_on_s = f.optional_int("priority") or 1, (f.optional_number("min_on_minutes") or 0.0) * 60.0
+    numbers = _lever_numbers(f)
     try:  # Lever checks the fields' relations (max above min, ...); the error gains the file
-        lever = Lever(device=device, point=point, kind=kind, priority=priority,
-                      expected_w=f.require_number("expected_w"),
-                      max_off_s=None if max_off is None else max_off * 60.0, min_on_s=min_on_s, **numbers)
+        lever = Lever(device=device, point=point, kind=kind,
+                      max_off_s=None if max_off is None else max_off * 60.0, **numbers)
     except ConfigError as exc:
         raise ConfigError(f"{f.where}: {exc}") from None
     for key in ("min", "off", "on", "max_w", "max", "min_w"):
@@ -121,3 +125,19 @@ def _lever(f: Fields, writable: Mapping[str, Mapping[str, Point]]) -> Lever:
             f.fail(key, f"{value:g} cannot be written to {device}.{point}: {exc}")
     f.reject_unknown()
     return lever
+
+
+def _lever_numbers(f: Fields) -> dict[str, Any]:
+    """A lever's numbers with their ranges (docs/config.md, "Ranges"). The point values (min, max,
+    off, on, max_w, min_w) take theirs from the point's profile (checked by `_lever`); step only
+    needs to be above 0 (Lever)."""
+    numbers: dict[str, Any] = {key: f.optional_number(key)
+                               for key in ("min", "step", "off", "on", "max_w", "max", "min_w")}
+    return numbers | {
+        "expected_w": f.require_number("expected_w", minimum=1, maximum=1_000_000, unit="W"),
+        "power_w_per_unit": f.optional_number("power_w_per_unit", minimum=0.001,
+                                              maximum=1_000_000, unit="W"),
+        "priority": f.optional_int("priority", minimum=0, maximum=1000, default=1),
+        "min_on_s": f.optional_number("min_on_minutes", minimum=0, maximum=1440, unit="minutes",
+                                      default=0.0) * 60.0,
+    }

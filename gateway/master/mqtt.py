@@ -1,5 +1,6 @@
-"""The aggregator's MQTT client: broker URL + TLS files -> a connected aiomqtt client, with errors
-translated to drgw's (the CLI prints them with the fix)."""
+"""The aggregator's MQTT client: broker URL + TLS files + login -> a connected aiomqtt client, with
+errors translated to drgw's (the CLI prints them with the fix). The login comes from the URL
+(`mqtt://user:pass@host`) or from `username`/`password`, as the agent's [mqtt] section."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from gateway.network.settings import LinkSettings
 
 @contextlib.asynccontextmanager
 async def connect(url: str, *, ca: Path | None = None, cert: Path | None = None,
-                  key: Path | None = None, client_id: str | None = None
+                  key: Path | None = None, client_id: str | None = None,
+                  username: str | None = None, password: str | None = None
                   ) -> AsyncIterator[aiomqtt.Client]:
     settings = LinkSettings.from_url(url, client_id=client_id or f"drgw-fleet-{secrets.token_hex(4)}",
-                                     ca=ca, cert=cert, key=key)
+                                     ca=ca, cert=cert, key=key, username=username, password=password)
     client = aiomqtt.Client(
         settings.broker.host, settings.broker.port, identifier=settings.client_id,
         tls_context=settings.tls.context() if settings.broker.tls else None,
-        timeout=settings.timeout_s)
+        timeout=settings.timeout_s, username=settings.username, password=settings.password)
     try:
         await client.__aenter__()
     except (aiomqtt.MqttError, OSError) as exc:

@@ -9,6 +9,7 @@ The key itself (signing, the address) is gateway/measurement/identity.py, which 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -27,11 +28,24 @@ def check_private_file(path: Path, what: str = "key file") -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise KeyFileError(f"{what} {path} does not exist; create one with `drgw keys new --out "
-                           f"{path}`") from None
+        fix = (f"create one with `drgw keys new --out {path}`" if what == "key file" else
+               f"write the password in it (one line) and run: chmod 600 {path}")
+        raise KeyFileError(f"{what} {path} does not exist; {fix}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"{what} {path} is accessible by group or others (mode "
                            f"{stat.S_IMODE(mode):04o}); fix with: chmod 600 {path}")
+
+
+def create_private(path: str | os.PathLike[str]) -> None:
+    """Create `path` empty with mode 0600, whatever the umask, unless it exists (an existing file
+    keeps its mode). For SQLite files: SQLite creates a database 0644 & ~umask, and gives its -wal,
+    -shm and -journal files the database file's mode (os_unix.c, findCreateFileMode), so a database
+    created here stays its owner's alone. A path that cannot be created is left to the caller's own
+    open, which reports it in its words."""
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        return
+    with contextlib.suppress(OSError):  # exists already, or cannot be: the caller's open says which
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def load_key(path: str | os.PathLike[str], password: str | None = None) -> GatewayKey:

@@ -20,13 +20,17 @@ from typing import Any
 
 from gateway.measurement.eip712 import keccak256
 from gateway.measurement.identity import recover_address
+from gateway.network.command_args import COMMANDS, args_problem
 
 VERSION = 1
 MAX_BYTES = 16 * 1024
+# How much of a payload we read to find the id of one we refuse (too large, or not JSON): the most
+# the broker hands us (gateway.network.link.RECEIVE_MAX_BYTES); in MQTT 3.1.1 fallback, larger
+# payloads still get their id read from this prefix only, so the cost per message stays bounded.
+PEEK_BYTES = 4 * MAX_BYTES
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _HEX_NONCE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ENVELOPE_KEYS = frozenset({"v", "id", "gw", "cmd", "args", "nonce", "exp", "op", "sig"})
 
 
@@ -88,105 +92,12 @@ class CommandPolicy:
         return cls(gw=gw.lower(), operators=frozenset(o.lower() for o in operators), **kw)
 
 
-# ---- argument shapes: one table, read like a manual page -------------------------------------
-
-def _int(lo: int, hi: int) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-        return None if ok else f"an integer in {lo}..{hi}"
-    return check
-
-
-def _choice(*values: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in values else f"one of {', '.join(values)}"
-
-
-def _name(v: Any) -> str | None:
-    return None if isinstance(v, str) and _NAME.match(v) else "a name of [A-Za-z0-9_.-], 1-64 chars"
-
-
-def _number(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and v == v and abs(v) != float("inf")
-    return None if ok else "a finite number or true/false"
-
-
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "true or false"
-
-
-def _text(limit: int) -> Callable[[Any], str | None]:
-    return lambda v: None if isinstance(v, str) and len(v) <= limit else f"a string <= {limit} chars"
-
-
-def _curve(v: Any) -> str | None:
-    ok = isinstance(v, list) and 0 < len(v) <= 1440 and all(_number(x) is None for x in v)
-    return None if ok else "a list of 1..1440 finite numbers (W per slot)"
-
-
-def _params(v: Any) -> str | None:
-    ok = isinstance(v, dict) and len(v) <= 16 and all(
-        isinstance(k, str) and _number(x) is None for k, x in v.items())
-    return None if ok else "an object of at most 16 numeric parameters"
-
-
-@dataclass(frozen=True, slots=True)
-class Arg:
-    name: str
-    check: Callable[[Any], str | None]
-    required: bool = True
-
-
-U16 = 65535
-COMMANDS: Mapping[str, tuple[Arg, ...]] = {
-    "ping": (),
-    "status": (),
-    "diagnostics": (),
-    "read_register": (Arg("device", _name), Arg("table", _choice("holding", "input", "coil",
-                      "discrete")), Arg("address", _int(0, U16)), Arg("count", _int(1, 125))),
-    "write_point": (Arg("device", _name), Arg("name", _name), Arg("value", _number)),
-    "scan": (Arg("bus", _name, False), Arg("unit_from", _int(0, 247), False),
-             Arg("unit_to", _int(0, 247), False), Arg("timeout_s", _int(1, 600), False)),
-    "resend": (Arg("seq_from", _int(0, 2**63 - 1)), Arg("seq_to", _int(0, 2**63 - 1))),
-    "config_get": (),
-    "config_set": (Arg("text", _text(12 * 1024)), Arg("dry_run", _bool, False)),
-    "restart": (),
-    "set_log_level": (Arg("level", _choice("DEBUG", "INFO", "WARNING", "ERROR")),),
-    # A DR event run without a market (docs/closed-loop.md): the aggregator's own signed order.
-    "dr_event": (Arg("event_id", _name), Arg("modification", _int(0, 2**31 - 1)),
-                 Arg("start", _int(0, 2**40)), Arg("end", _int(0, 2**40)),
-                 Arg("target_w", _int(0, 10**6)), Arg("direction", _choice("reduce", "increase"), False),
-                 Arg("tolerance_bps", _int(0, 10_000), False), Arg("cancelled", _bool, False),
-                 Arg("baseline", _choice("contracted", "pre_event", "ten_in_ten", "high_x_of_y",
-                                         "recent_days"), False),
-                 Arg("baseline_params", _params, False), Arg("curve_w", _curve, False)),
-}
-MAX_RESEND_SPAN = 100_000
-
-
 def check_args(cmd: str, args: Any) -> dict[str, Any]:
-    """Validate args against COMMANDS[cmd]; returns a plain dict or raises BAD_ARGS."""
-    spec = COMMANDS[cmd]
-    if not isinstance(args, dict):
-        raise CommandRejected(Code.BAD_ARGS, f"{cmd}: args must be a JSON object")
-    known = {a.name for a in spec}
-    extra = sorted(set(args) - known)
-    if extra:
-        allowed = ", ".join(sorted(known)) or "none"
-        raise CommandRejected(Code.BAD_ARGS, f"{cmd}: unknown arg(s) {extra}; allowed: {allowed}")
-    for arg in spec:
-        if arg.name not in args:
-            if arg.required:
-                raise CommandRejected(Code.BAD_ARGS, f"{cmd}: missing arg {arg.name!r}")
-            continue
-        problem = arg.check(args[arg.name])
-        if problem:
-            raise CommandRejected(Code.BAD_ARGS, f"{cmd}: arg {arg.name!r} must be {problem}, "
-                                  f"got {args[arg.name]!r}"[:300])
-    if cmd == "resend" and not 0 <= args["seq_to"] - args["seq_from"] < MAX_RESEND_SPAN:
-        raise CommandRejected(Code.BAD_ARGS, f"resend: need seq_from <= seq_to and a span under "
-                              f"{MAX_RESEND_SPAN}; split the range")
-    if cmd == "scan" and args.get("unit_from", 0) > args.get("unit_to", 247):
-        raise CommandRejected(Code.BAD_ARGS, "scan: unit_from must be <= unit_to")
+    """Validate args against COMMANDS[cmd] (gateway/network/command_args.py); returns a plain dict
+    or raises BAD_ARGS."""
+    problem = args_problem(cmd, args)
+    if problem is not None:
+        raise CommandRejected(Code.BAD_ARGS, problem)
     return dict(args)
 
 
@@ -230,14 +141,19 @@ def nonce_key(nonce: Any) -> str:
 # ---- verification -----------------------------------------------------------------------------
 
 def parse(payload: bytes, *, max_bytes: int = MAX_BYTES) -> dict[str, Any]:
-    """Bytes -> envelope dict with a valid shape; CommandRejected (id if readable) otherwise."""
+    """Bytes -> envelope dict with a valid shape; CommandRejected (id if readable) otherwise.
+
+    The size is checked first, so an oversized payload is never parsed whole: only its id is read,
+    from the first PEEK_BYTES (peek_id).
+    """
     if len(payload) > max_bytes:
         raise CommandRejected(Code.TOO_LARGE, f"command is {len(payload)} bytes; the limit is "
-                              f"{max_bytes}: send config in smaller pieces")
+                              f"{max_bytes}: send config in smaller pieces", id=peek_id(payload))
     try:
         obj = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CommandRejected(Code.MALFORMED, f"not UTF-8 JSON: {exc}"[:200]) from None
+        raise CommandRejected(Code.MALFORMED, f"not UTF-8 JSON: {exc}"[:200],
+                              id=peek_id(payload)) from None
     if not isinstance(obj, dict):
         raise CommandRejected(Code.MALFORMED, "a command is a JSON object")
     raw_id = obj.get("id")
@@ -279,16 +195,55 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_WS = re.compile(r"[ \t\n\r]*")  # JSON whitespace (RFC 8259 section 2)
+
+
+def _skip_ws(text: str, at: int) -> int:
+    found = _WS.match(text, at)
+    return found.end() if found else at
+
+
+def peek_id(payload: bytes, *, limit: int = PEEK_BYTES) -> str | None:
+    """The top-level "id" of a payload we refuse, read from its first `limit` bytes, or None.
+
+    Walks the members of the outer object in order and stops at "id": members before it are decoded
+    one by one (bounded by `limit`), and whatever follows it (a truncated tail, NaN, a byte that is
+    not UTF-8) does not matter. A nested "id" (inside "args") is never taken for the envelope's.
+    """
+    text = payload[:limit].decode("utf-8", errors="replace")
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
+    at, opener = _skip_ws(text, 0), "{"
+    try:
+        while text[at:at + 1] == opener:
+            opener, at = ",", _skip_ws(text, at + 1)
+            if text[at:at + 1] != '"':
+                return None
+            key, at = decoder.raw_decode(text, at)
+            at = _skip_ws(text, at)
+            if text[at:at + 1] != ":":
+                return None
+            value, at = decoder.raw_decode(text, _skip_ws(text, at + 1))
+            if key == "id":
+                return value if isinstance(value, str) and _ID.match(value) else None
+            at = _skip_ws(text, at)
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
 def verify(payload: bytes, policy: CommandPolicy, *, now_ms: int) -> Command:
     """Check everything but the nonce (the caller claims it in its replay cache).
 
-    Order: shape, signature, operator, target, time, command, args: an unauthenticated sender
-    learns nothing about which commands or args this gateway accepts.
+    Order: size, JSON, envelope shape; then the claims that cost nothing to check (target gateway,
+    operator on the allow-list, expiry window); then the one signature recovery; then command and
+    args. So junk costs at most one bounded parse, a forgery at most one recovery, and an
+    unauthenticated sender learns nothing about which commands or args this gateway accepts.
     """
     env = parse(payload, max_bytes=policy.max_bytes)
     cid = env["id"]
-    op = _authorised_operator(env, policy)
-    _check_expiry(env["exp"], policy, now_ms=now_ms, cid=cid)
+    op = _allowed_operator(env, policy)
+    check_expiry(env["exp"], policy, now_ms=now_ms, cid=cid)
+    _check_signature(env, op)
     cmd = env["cmd"]
     if cmd not in COMMANDS:
         raise CommandRejected(Code.UNKNOWN_COMMAND, f"unknown command {cmd[:64]!r}; known: "
@@ -302,29 +257,39 @@ def verify(payload: bytes, policy: CommandPolicy, *, now_ms: int) -> Command:
                    nonce=nonce_key(env["nonce"]), exp_ms=env["exp"], op=op)
 
 
-def _authorised_operator(env: Mapping[str, Any], policy: CommandPolicy) -> str:
-    """The envelope's operator (lower case), once its signature, the allow-list and the target
-    gateway agree; CommandRejected (FORGED, UNKNOWN_OPERATOR, WRONG_TARGET) otherwise."""
+def _allowed_operator(env: Mapping[str, Any], policy: CommandPolicy) -> str:
+    """The envelope's claimed operator (lower case) if the command is for this gateway and the
+    operator is on the allow-list; CommandRejected (WRONG_TARGET, UNKNOWN_OPERATOR) otherwise.
+    Not yet authenticated: _check_signature proves the claim."""
+    cid = env["id"]
+    if env["gw"].lower() != policy.gw.lower():
+        raise CommandRejected(Code.WRONG_TARGET, f"command is for gateway {env['gw'].lower()}, "
+                              f"this is {policy.gw.lower()}", id=cid)
+    op: str = env["op"].lower()
+    if op not in policy.operators:
+        raise CommandRejected(Code.UNKNOWN_OPERATOR, f"operator {op} is not on this gateway's "
+                              "allow-list ([operators] allow in its config)", id=cid)
+    return op
+
+
+def _check_signature(env: Mapping[str, Any], op: str) -> None:
+    """The signature must recover `op`; CommandRejected (FORGED) otherwise."""
     cid = env["id"]
     try:
         signer = signer_of(env)
     except ValueError as exc:
         raise CommandRejected(Code.FORGED, f"bad signature: {exc}", id=cid) from None
-    op: str = env["op"].lower()
     if signer != op:
         raise CommandRejected(Code.FORGED, f"signature is by {signer}, not by op {op}: the "
                               "command was altered or signed with another key", id=cid)
-    if op not in policy.operators:
-        raise CommandRejected(Code.UNKNOWN_OPERATOR, f"operator {op} is not on this gateway's "
-                              "allow-list ([commands] operators in its config)", id=cid)
-    if env["gw"].lower() != policy.gw.lower():
-        raise CommandRejected(Code.WRONG_TARGET, f"command is for gateway {env['gw'].lower()}, "
-                              f"this is {policy.gw.lower()}", id=cid)
-    return op
 
 
-def _check_expiry(exp: int, policy: CommandPolicy, *, now_ms: int, cid: str) -> None:
-    """An expiry in the past (beyond the allowed clock skew) or too far ahead is refused."""
+def check_expiry(exp: int, policy: CommandPolicy, *, now_ms: int, cid: str) -> None:
+    """An expiry in the past (beyond the allowed clock skew) or too far ahead is refused.
+
+    `now_ms` is the gateway's wall clock (`exp` is the operator's wall time). Bounding exp - now
+    to [-skew, max_lifetime + skew] bounds how long a used nonce must be remembered (nonces.py).
+    """
     if exp < now_ms - policy.skew_ms:
         raise CommandRejected(Code.EXPIRED, f"command expired at {exp} ms; gateway time is "
                               f"{now_ms} ms: sign a new one (check the operator's clock)", id=cid)

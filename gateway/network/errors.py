@@ -31,17 +31,21 @@ class ConnectionLost(MqttLinkError):
     """An established session dropped, or an operation timed out waiting for the broker."""
 
 
-# CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3) and what to do about them.
+# CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3) and MQTT 5 (3.2.2.2) and what to do about them;
+# the settings named are the agent's [mqtt] keys (docs/config.md) and `drgw fleet`'s options.
+_LOGIN = ("check [mqtt] username and password or password_file, or the login in the broker URL "
+          "(drgw fleet: --username, --password-file)")
 _CONNACK_FIX = {
-    1: "the broker does not speak MQTT 3.1.1: upgrade it or set protocol",
-    2: "the broker rejected the client id: set a shorter [broker] client_id",
+    1: "the broker does not speak MQTT 3.1.1: upgrade it",
+    2: "the broker rejected the client id: set a shorter [mqtt] client_id",
     3: "the broker is unavailable: retrying",
-    4: "bad username or password: check [broker] username/password",
-    5: "not authorised: check the broker's ACL / the client certificate",
+    4: f"bad username or password: {_LOGIN}",
+    # mosquitto answers 5 to a wrong password as well as to an ACL or certificate refusal
+    5: f"not authorised: {_LOGIN}; with mutual TLS [mqtt] cert and key; and the broker's ACL",
     128: "unspecified error",
-    133: "client identifier not valid: set [broker] client_id",
-    134: "bad username or password: check [broker] username/password",
-    135: "not authorised: check the broker's ACL / the client certificate",
+    133: "client identifier not valid: set [mqtt] client_id",
+    134: f"bad username or password: {_LOGIN}",
+    135: f"not authorised: {_LOGIN}; with mutual TLS [mqtt] cert and key; and the broker's ACL",
 }
 
 
@@ -63,7 +67,7 @@ def translate(exc: BaseException, *, broker: str, connecting: bool) -> MqttLinkE
         hint = ""
         low = text.lower()
         if "certificate" in low or "ssl" in low or "tls" in low:
-            hint = ": check [broker] ca/cert/key and that the broker trusts the client certificate"
+            hint = ": check [mqtt] ca, cert and key and that the broker trusts the client certificate"
         elif "refused" in low:
             hint = ": is the broker running on that port?"
         return BrokerUnreachable(f"cannot connect ({text}){hint}", broker=broker)

@@ -1,6 +1,10 @@
 """MqttLink: one aiomqtt session at a time to the broker, TLS/mutual TLS, LWT, retained birth on
 every (re)connect, and reconnects with jittered exponential backoff.
 
+It speaks MQTT 5 so that it can tell the broker the largest packet it takes (Maximum Packet Size in
+CONNECT): the broker then drops anything larger instead of making us hold it in memory (the
+command topic is open to junk). A broker that speaks only 3.1.1 gets 3.1.1 (see _fall_back).
+
 Work that needs the broker (outbox publisher, command dispatcher, health) is a `SessionWorker`: the
 link starts its `run_session(conn)` in a TaskGroup for each session and cancels it when the session
 drops, so a worker never sees a stale connection. The link is the only place that talks to aiomqtt.
@@ -18,6 +22,8 @@ from typing import Any, Protocol
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.clock import wall_ms
 from gateway.network import payloads, topics
@@ -34,6 +40,12 @@ from gateway.network.settings import LinkSettings
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
+
+# The largest packet the broker may send us (MQTT 5 section 3.1.2.11.4, Maximum Packet Size). The
+# gateway receives only commands (16 KiB, gateway.network.command.MAX_BYTES): 64 KiB lets a slightly
+# oversized one arrive and get its `too_large` reply with its id, while the broker drops a larger
+# one without sending it [MQTT-3.1.2-25], so a 100 MB payload never reaches this process.
+RECEIVE_MAX_BYTES = 64 * 1024
 
 
 class Connection:
@@ -87,8 +99,11 @@ class MqttLink:
     def __init__(self, *, settings: LinkSettings, gateway: str,
                  status: Callable[[], payloads.StatusInfo],
                  backoff: BackoffPolicy | None = None, rng: random.Random | None = None,
-                 clock_ms: Callable[[], int] = wall_ms) -> None:
+                 clock_ms: Callable[[], int] = wall_ms,
+                 receive_max_bytes: int = RECEIVE_MAX_BYTES) -> None:
         self.settings = settings
+        self.receive_max_bytes = receive_max_bytes
+        self.protocol = aiomqtt.ProtocolVersion.V5
         self.gw = topics.gw_id(gateway)
         self.status_info = status
         self._backoff = Backoff(backoff or BackoffPolicy())
@@ -107,10 +122,16 @@ class MqttLink:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
+        session: dict[str, Any] = {"clean_session": True}
+        if self.protocol is aiomqtt.ProtocolVersion.V5:
+            # clean start with the default session expiry (0) is 3.1.1's clean session
+            connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no hints
+            connect.MaximumPacketSize = self.receive_max_bytes
+            session = {"clean_start": True, "properties": connect}
         return aiomqtt.Client(
             s.broker.host, s.broker.port, identifier=s.client_id, keepalive=s.keepalive_s,
             timeout=s.timeout_s, username=s.username, password=s.password,
-            clean_session=True,
+            protocol=self.protocol, **session,
             tls_context=s.tls.context() if s.broker.tls else None,
             will=aiomqtt.Will(self.status_topic, payloads.offline(gw=self.gw, reason="lwt"),
                               qos=1, retain=True),
@@ -130,13 +151,25 @@ class MqttLink:
             pending = client._connected
             if not pending.done():
                 hint = (" during the TLS session: the broker may require a client certificate "
-                        "([broker] cert/key) or not trust ours") if self.settings.broker.tls else ""
+                        "([mqtt] cert and key) or not trust ours") if self.settings.broker.tls else ""
                 pending.set_exception(BrokerUnreachable(
                     f"connection closed before CONNACK{hint}", broker=str(self.settings.broker)))
             if original is not None:
                 original(*args)
 
         paho.on_disconnect = on_disconnect
+
+    def _fall_back(self, err: MqttLinkError) -> None:
+        """A broker that speaks only MQTT 3.1.1 refuses our v5 CONNECT with return code 1 (MQTT
+        3.1.1 section 3.1.2.2; paho reports it as v5 reason 132, Unsupported Protocol Version):
+        speak 3.1.1 to it from then on. It cannot be asked to cap packet sizes, so the warning
+        names the broker's own setting (docs/mqtt.md)."""
+        if (self.protocol is aiomqtt.ProtocolVersion.V5 and isinstance(err, BrokerRefused)
+                and err.reason_code in (1, 132)):
+            self.protocol = aiomqtt.ProtocolVersion.V311
+            log.warning("broker %s does not speak MQTT 5: using MQTT 3.1.1, which cannot ask it to "
+                        "drop oversized commands; set max_packet_size %d in its configuration "
+                        "(mosquitto.conf)", self.settings.broker, self.receive_max_bytes)
 
     def birth_payload(self) -> bytes:
         return payloads.birth(self.status_info(), gw=self.gw, now_ms=self._clock_ms())
@@ -153,6 +186,7 @@ class MqttLink:
                 assert isinstance(err, MqttLinkError)
                 self.last_error = err
                 log.warning("%s", err)
+                self._fall_back(err)
             finally:
                 self.connected.clear()
             if self._stop.is_set():

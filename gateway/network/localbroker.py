@@ -2,7 +2,8 @@
 
 It listens on 127.0.0.1 only. `restart()` comes back on the SAME port, so clients with a reconnect
 loop find it again (the outage tests and the soak rely on that). TLS files, when given, are any
-object with `ca`, `server_cert` and `server_key` paths (tests/mosquitto.py makes throwaway ones).
+object with `ca`, `server_cert` and `server_key` paths (tests/mosquitto.py makes throwaway ones). With
+a `password_file` (mosquitto_passwd(1) format) the broker refuses clients without a valid login.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Broker:
     """One mosquitto process on 127.0.0.1:<port>; start/stop/kill/restart keep the same port."""
 
     def __init__(self, workdir: Path, *, persistence: bool = False, tls: Any = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, password_file: Path | None = None) -> None:
         self.binary = find_mosquitto()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +49,7 @@ class Broker:
         self.host = "127.0.0.1"
         self.tls = tls
         self.persistence = persistence
+        self.password_file = password_file
         self.log_path = workdir / "mosquitto.log"
         self.config_path = workdir / "mosquitto.conf"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -60,7 +62,7 @@ class Broker:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.password_file is None else 'false'}",
             "set_tcp_nodelay true",
             "max_queued_messages 100000",
             "log_dest stderr",
@@ -78,6 +80,8 @@ class Broker:
             lines += ["persistence true", f"persistence_location {data}/", "autosave_interval 1"]
         else:
             lines += ["persistence false"]
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
         if self.tls is not None:
             lines += [
                 f"cafile {self.tls.ca}", f"certfile {self.tls.server_cert}",

@@ -7,6 +7,11 @@ the broker still delivers QoS 1 messages of one session in order (MQTT 3.1.1 sec
 PUBACKs may be processed out of order by us, so row N is acked only once every row before it is.
 A session that drops leaves its unacked rows in the outbox; the next session republishes them
 (at-least-once: consumers de-duplicate by seq).
+
+A store that cannot take an ack (disk full, I/O error: `StoreError`) ends nothing: the PUBACKed ids
+are kept (at most one batch of them) and written again with a growing pause, and no new row is read
+until they are, so the same rows are not published over and over. Their rows stay in the outbox
+meanwhile: a restart before the ack is written sends them once more (a duplicate, never a loss).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.clock import wall_ms
+from gateway.measurement.store.errors import StoreError
 from gateway.network import payloads, topics
 from gateway.network.link import Connection, MqttLink
 from gateway.network.pacing import TokenBucket
@@ -37,16 +43,25 @@ class PublishLimits:
     burst_bytes: float = 256_000.0
     window: int = 16
     batch_rows: int = 256
+    store_retry_s: float = 1.0  # first pause after the store refused an ack or a read; doubles
+    store_retry_max_s: float = 10.0  # the longest pause: how late a freed disk is noticed
 
 
 class Publisher:
-    """Drains the outbox while a session is up; `wake` is set by whoever commits new rows."""
+    """Drains the outbox while a session is up; `wake` is set by whoever commits new rows.
+
+    The rate caps run on `clock` (monotonic seconds; default: the event loop's) and wait with
+    `sleep`: a test injects a clock of its own to count what the caps let through per second.
+    """
 
     def __init__(self, *, store: OutboxStore, wake: asyncio.Event,
-                 limits: PublishLimits | None = None) -> None:
+                 limits: PublishLimits | None = None, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.store = store
         self.wake = wake
         self.limits = limits or PublishLimits()
+        self._clock = clock
+        self._sleep = sleep
         if self.limits.window < 1 or self.limits.batch_rows < 1:
             raise ValueError("PublishLimits.window and batch_rows must be >= 1")
         self._msgs = TokenBucket(self.limits.messages_per_s, self.limits.burst_messages)
@@ -54,6 +69,10 @@ class Publisher:
         self.published = 0
         self.acked_rows = 0
         self.last_seq = -1
+        self.ack_failures = 0  # acks (and outbox reads) the store refused
+        self._unwritten: list[int] = []  # PUBACKed row ids the store has not taken yet
+        self._failing: str | None = None  # the store's reason while it refuses us
+        self._retry_s = self.limits.store_retry_s
         self._empty = asyncio.Event()
 
     async def flushed(self) -> None:
@@ -64,25 +83,57 @@ class Publisher:
 
     async def run_session(self, conn: Connection) -> None:
         while True:
+            while self._unwritten and not self._write_acks():
+                await self._pause()
             # Clear before reading: a commit after the read sets it again, so nothing is missed.
             self.wake.clear()
-            rows = self.store.outbox_pending(self.limits.batch_rows)
+            try:
+                rows = self.store.outbox_pending(self.limits.batch_rows)
+            except StoreError as exc:
+                self._refused(exc)
+                await self._pause()
+                continue
             if not rows:
                 self._empty.set()
                 await self.wake.wait()
                 continue
             await self._publish_batch(conn, rows)
 
+    def _write_acks(self) -> bool:
+        """Hand the PUBACKed ids to the store; False (ids kept) when it refuses them."""
+        try:
+            self.store.outbox_ack(self._unwritten)
+        except StoreError as exc:
+            self._refused(exc)
+            return False
+        self._unwritten.clear()
+        if self._failing is not None:
+            log.warning("outbox: the store takes acks again")
+        self._failing, self._retry_s = None, self.limits.store_retry_s
+        return True
+
+    def _refused(self, exc: StoreError) -> None:
+        self.ack_failures += 1
+        if self._failing != exc.reason:  # once per spell, not once per retry
+            log.error("outbox: %s; %d PUBACKed batch(es) stay queued until it can be written "
+                      "(a restart meanwhile sends them again: a duplicate, never a loss)",
+                      exc, len(self._unwritten))
+        self._failing = exc.reason
+
+    async def _pause(self) -> None:
+        await asyncio.sleep(self._retry_s)
+        self._retry_s = min(2 * self._retry_s, self.limits.store_retry_max_s)
+
     async def _pace(self, size: int) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self._clock or asyncio.get_running_loop().time
         while True:
-            now = loop.time()
+            now = clock()
             delay = max(self._msgs.wait_time(1, now), self._bytes.wait_time(size, now))
             if delay <= 0:
                 self._msgs.take(1, now)
                 self._bytes.take(size, now)
                 return
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def _publish_batch(self, conn: Connection, rows: Sequence[OutboxRow]) -> None:
         inflight: collections.deque[tuple[OutboxRow, asyncio.Task[None]]] = collections.deque()
@@ -112,7 +163,9 @@ class Publisher:
             task.result()  # re-raises a publish failure: the session ends, the row stays
             done.append(row)
         if done:
-            self.store.outbox_ack([r.id for r in done])
+            self._unwritten.extend(r.id for r in done)
+            if self._failing is None:  # while the store refuses, run_session retries with pauses
+                self._write_acks()
             self.acked_rows += len(done)
             self.last_seq = done[-1].seq_last
 

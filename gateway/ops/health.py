@@ -58,6 +58,7 @@ class StoreReading:
     outbox_bytes: int
     evictions: Mapping[str, int] = field(default_factory=dict)  # reason -> outbox rows evicted
     evicted_measurements: int = 0  # records inside evicted outbox rows
+    failure: str | None = None  # why the store's last write failed: disk_full, io_error, corrupt, busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class HealthReadings:
     store: StoreReading
     devices: tuple[DeviceCounts, ...]
     sample_queue: int  # samples read but not yet signed and committed
+    samples_dropped: int = 0  # samples the full queue dropped (oldest first) since the start
 
 
 class HealthSampler:
@@ -107,6 +109,9 @@ class HealthSampler:
             "reads_per_s": _rate(total_reads, interval),
             "devices": devices,
             "sample_queue": now.sample_queue,
+            "samples_dropped": now.samples_dropped,
+            "disk_full": s.failure == "disk_full",
+            "store_error": s.failure,
             "evictions": {**{r: s.evictions.get(r, 0) for r in EVICTION_COUNTERS.values()},
                           "measurements": s.evicted_measurements},
             "process": {"cpu_pct": round(100.0 * cpu / interval, 2) if interval > 0 else 0.0,
@@ -146,8 +151,10 @@ def _rss_bytes() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def read_store(*, path: str, outbox: tuple[int, int], counters: Mapping[str, int]) -> StoreReading:
-    """File sizes and free space of the store at `path`, plus its outbox depth and evictions."""
+def read_store(*, path: str, outbox: tuple[int, int], counters: Mapping[str, int],
+               failure: str | None = None) -> StoreReading:
+    """File sizes and free space of the store at `path`, plus its outbox depth, evictions and the
+    reason its last write failed (None when it succeeded)."""
     try:
         vfs = os.statvfs(os.path.dirname(os.path.abspath(path)))
         free = vfs.f_bavail * vfs.f_frsize  # f_bavail: what an unprivileged writer may still use
@@ -157,7 +164,7 @@ def read_store(*, path: str, outbox: tuple[int, int], counters: Mapping[str, int
         db_bytes=_size(path), wal_bytes=_size(path + "-wal"), free_bytes=free,
         outbox_rows=outbox[0], outbox_bytes=outbox[1],
         evictions={short: counters.get(name, 0) for name, short in EVICTION_COUNTERS.items()},
-        evicted_measurements=counters.get("evicted_measurements", 0))
+        evicted_measurements=counters.get("evicted_measurements", 0), failure=failure)
 
 
 def _size(path: str) -> int:

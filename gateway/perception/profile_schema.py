@@ -8,7 +8,7 @@ printer.cfg option. Pure: the mapping comes in already read (gateway.config.prof
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from gateway.perception.profiles import (
     REGISTER_COUNT,
     TABLES,
     TYPES,
+    PlausibleRange,
     Point,
     Probe,
     Profile,
@@ -48,9 +49,10 @@ def profile_from_mapping(data: Any, *, path: Path) -> Profile:
     transport = _transport(transport_fields)
     bases = _address_bases(transport_fields, transport)
     points = _points(top, path=path, kind=kind, transport=transport, bases=bases)
-    probe = None
+    probe: Probe | None = None
+    plausible: tuple[PlausibleRange, ...] = ()
     if "probe" in top:
-        probe = _probe(top.sub("probe"), transport, bases)
+        probe, plausible = _probes(top.sub("probe"), transport, bases, points)
     barriers: list[tuple[str, int]] = []
     for i, raw in enumerate(top.list("barriers")):
         barriers.extend(_barrier(raw, where=f"{path}: barriers[{i}]", bases=bases))
@@ -61,6 +63,7 @@ def profile_from_mapping(data: Any, *, path: Path) -> Profile:
         phases=top.optional_int("phases", choices=(1, 2, 3)),
         transport=transport, probe=probe, barriers=tuple(sorted(set(barriers))), points=tuple(points),
         simulation=_simulation(top.sub("simulation") if "simulation" in top else None, points),
+        plausible=plausible,
     )
     if kind == "meter" and profile.phases is None:
         raise ProfileError(f"{path}: 'phases' is required for a meter; set it to 1 or 3")
@@ -102,7 +105,8 @@ def _transport(f: Fields) -> TransportDefaults:
         byte_order=f.optional_str("byte_order", choices=("big", "little")) or "big",
         word_order=f.optional_str("word_order", choices=("big", "little")) or "big",
         max_registers=max_registers,
-        min_interval_ms=float(f.optional_number("min_interval_ms") or 0),
+        min_interval_ms=f.optional_number("min_interval_ms", minimum=0, maximum=10_000, unit="ms",
+                                          default=0.0),
     )
     f.reject_unknown()
     return transport
@@ -111,6 +115,8 @@ def _transport(f: Fields) -> TransportDefaults:
 def _address_bases(f: Fields, transport: TransportDefaults) -> dict[str, int]:
     raw = f.peek("address_base", 0)
     if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 0:
+            f.fail("address_base", f"{raw} is out of range; use a whole number of at least 0")
         return dict.fromkeys(TABLES, raw)
     if isinstance(raw, dict):
         bases = dict.fromkeys(TABLES, 0)
@@ -161,6 +167,11 @@ def _point(f: Fields, transport: TransportDefaults, bases: Mapping[str, int], *,
         invalid=invalid, writable=writable, min=lo, max=hi, values=values,
         default=f.optional_number("default"),
     )
+    if point.default is not None:  # what a simulator starts from: a value the point may hold
+        try:
+            point.check_write(point.default)
+        except ProfileError as exc:
+            f.fail("default", str(exc))
     f.reject_unknown()
     return point
 
@@ -269,6 +280,52 @@ def _check_points(points: list[Point], *, path: Path, transport: TransportDefaul
             raise ProfileError(f"{path}: {point.name}: scale_factor register {sf.name} must be s16")
 
 
+IDENTITY_KEYS = ("table", "address", "type", "length", "expect", "address_base")
+PLAUSIBLE_EXAMPLE = ("[{point: voltage_l1_v, min: 80, max: 300}, "
+                     "{point: frequency_hz, min: 45, max: 65}]")
+
+
+def _probes(f: Fields, transport: TransportDefaults, bases: Mapping[str, int],
+            points: Sequence[Point]) -> tuple[Probe | None, tuple[PlausibleRange, ...]]:
+    """The `probe` section: an identification register (table, address, type, expect), a
+    plausibility probe (`plausible`), or both."""
+    raw = f.optional_list("plausible")
+    plausible = () if raw is None else _plausible(f, raw, points)
+    if not any(key in f for key in IDENTITY_KEYS):
+        if not plausible:
+            f.fail("table", "a probe needs an identification register (table, address, type, "
+                   f"expect), a plausible list such as {PLAUSIBLE_EXAMPLE}, or both")
+        f.reject_unknown()
+        return None, plausible
+    return _probe(f, transport, bases), plausible
+
+
+def _plausible(f: Fields, raw: Sequence[Any], points: Sequence[Point]) -> tuple[PlausibleRange, ...]:
+    """A plausibility probe: points of this profile and the range each must read in its unit."""
+    if len(raw) < 2:
+        f.fail("plausible", f"list a value and at least one confirmation, as {PLAUSIBLE_EXAMPLE}: "
+               "one register in range is too weak a sign of a model")
+    by_name = {p.name: p for p in points}
+    checks: list[PlausibleRange] = []
+    for i, entry in enumerate(raw):
+        e = Fields(entry, where=f"{f.where}: plausible[{i}]", error=ProfileError)
+        name = e.require_str("point")
+        point = by_name.get(name)
+        if point is None:
+            e.fail("point", f"{name!r} is not a point of this profile{did_you_mean(name, list(by_name))}")
+        if point.table not in ("input", "holding") or point.type == "string" or point.scale_factor:
+            e.fail("point", f"{name} is not a number in an input or holding register with a fixed "
+                   "scale; a plausibility check reads one")
+        lo, hi = e.require_number("min"), e.require_number("max")
+        if lo >= hi:
+            e.fail("min", f"min {lo:g} must be below max {hi:g} ({point.unit or 'no unit'})")
+        e.reject_unknown()
+        checks.append(PlausibleRange(point=point, min=lo, max=hi))
+    if len({(c.point.table, c.point.address) for c in checks}) < len(checks):
+        f.fail("plausible", "each check reads a different register")
+    return tuple(checks)
+
+
 def _probe(f: Fields, transport: TransportDefaults, bases: Mapping[str, int]) -> Probe:
     table = f.require_str("table", choices=("input", "holding"))
     _, address = _pdu_address(f, "address", table, bases)
@@ -316,7 +373,7 @@ def _simulation(f: Fields | None, points: list[Point]) -> SimulationHints:
     hints = SimulationHints(
         values=dict(values),
         behaviour=f.optional_str("behaviour", choices=("ev_charger", "relay", "battery")),
-        rated_power_w=f.optional_number("rated_power_w"),
+        rated_power_w=f.optional_number("rated_power_w", minimum=1, maximum=1_000_000, unit="W"),
     )
     f.reject_unknown()
     return hints

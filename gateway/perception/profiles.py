@@ -99,6 +99,19 @@ class Probe:
 
 
 @dataclass(frozen=True, slots=True)
+class PlausibleRange:
+    """One check of a plausibility probe: `point` (a register of the profile, read with its own type,
+    word order and scale) must read `min`..`max` in the point's unit, e.g. voltage_l1_v 80..300 V."""
+
+    point: Point
+    min: float
+    max: float
+
+    def holds(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+@dataclass(frozen=True, slots=True)
 class SimulationHints:
     values: Mapping[str, float | str]
     behaviour: str | None
@@ -120,12 +133,20 @@ class Profile:
     barriers: tuple[tuple[str, int], ...]
     points: tuple[Point, ...]
     simulation: SimulationHints
+    # The plausibility probe (docs/profiles.md, probe): values in range at the profile's own
+    # registers, the first a gate and the rest its confirmation. Empty when the profile has none.
+    plausible: tuple[PlausibleRange, ...] = ()
 
     def point(self, name: str) -> Point:
         for point in self.points:
             if point.name == name:
                 return point
         raise ProfileError(f"profile {self.name!r} has no point {name!r}")
+
+    @property
+    def probed(self) -> bool:
+        """Whether a scan can propose this profile: it has an identity or a plausibility probe."""
+        return self.probe is not None or bool(self.plausible)
 
     @property
     def writable(self) -> tuple[Point, ...]:

@@ -34,6 +34,13 @@ ILLEGAL_FUNCTION: Final = 0x01
 ILLEGAL_DATA_ADDRESS: Final = 0x02
 ILLEGAL_DATA_VALUE: Final = 0x03
 SERVER_DEVICE_FAILURE: Final = 0x04
+# Application Protocol 7, exception codes table: 0A "gateway path unavailable" (the gateway could not
+# allocate a path to the target: misconfigured or overloaded) and 0B "gateway target device failed to
+# respond" (no response from the target). Both come from a TCP-to-RTU gateway, not from the unit
+# asked: they mean that nobody answered at that unit, as a timeout does on a serial line.
+GATEWAY_PATH_UNAVAILABLE: Final = 0x0A
+GATEWAY_TARGET_FAILED: Final = 0x0B
+GATEWAY_EXCEPTIONS: Final = (GATEWAY_PATH_UNAVAILABLE, GATEWAY_TARGET_FAILED)
 EXCEPTION_NAMES = {
     0x01: "illegal function", 0x02: "illegal data address", 0x03: "illegal data value",
     0x04: "server device failure", 0x05: "acknowledge", 0x06: "server device busy",

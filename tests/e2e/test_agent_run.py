@@ -5,17 +5,20 @@
 - The agent is killed with SIGKILL mid-run and restarted: no seq is reused, nothing committed is lost.
 - Signed commands reach the real agent: a write changes what the meter shows; a forged command is
   refused with a reason and the agent keeps running.
+
+Each step waits for what it needs (records committed, records delivered), never for a fixed time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from gateway.measurement.record import measurement_domain, recover_signer
 from gateway.measurement.store.database import Store
 from gateway.measurement.wire import decode_batch
 from tests.mosquitto import Broker, broker_fixture
+from tests.waits import wait_for
 
 persistent_broker = pytest.fixture(broker_fixture(persistence=True))
 
@@ -177,12 +181,26 @@ def stored(site: Site) -> list[object]:
         return store.measurements_range(lo, hi)  # type: ignore[return-value]
 
 
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
+def last_seq(site: Site) -> int:
+    """The newest seq the running agent has committed (0 before its first commit); read-only."""
+    path = site.root / "drgw.db"
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db.execute("PRAGMA busy_timeout=5000")
+        try:
+            row = db.execute("SELECT max(seq) FROM measurements").fetchone()
+        except sqlite3.OperationalError:  # the agent has not created its tables yet
+            return 0
+    return int(row[0] or 0)
+
+
+def delivered(sub: Subscriber) -> set[int]:
+    return {r.measurement.seq for r in sub.records()}  # type: ignore[attr-defined]
+
+
+def log_tail(site: Site) -> str:
+    return (site.root / "agent.log").read_text()[-3000:]
 
 
 def check_stream(site: Site, sub: Subscriber) -> tuple[int, int]:
@@ -214,18 +232,33 @@ def test_broker_outage_loses_nothing(site: Site, persistent_broker: Broker) -> N
     sub.start()
     try:
         site.start_agent()
-        wait_for(lambda: len(sub.records()) >= 20)
+        wait_for(lambda: len(sub.records()) >= 20, what="20 records delivered",
+                 detail=lambda: log_tail(site))
         persistent_broker.kill()
-        time.sleep(4.0)  # the agent keeps reading and committing while the broker is down
+        at_kill = last_seq(site)
+        # the agent keeps reading and committing while the broker is down
+        wait_for(lambda: last_seq(site) >= at_kill + 20, what="20 records committed during the outage",
+                 detail=lambda: log_tail(site))
         persistent_broker.start()
-        time.sleep(3.0)
+        at_restart = last_seq(site)
+        wait_for(lambda: max(delivered(sub), default=0) > at_restart,
+                 what="a record committed after the restart delivered", detail=lambda: log_tail(site))
         assert site.stop_agent() == 0
-        wait_for(lambda: {r.measurement.seq for r in sub.records()}  # type: ignore[attr-defined]
-                 >= {r.measurement.seq for r in stored(site)})  # type: ignore[attr-defined]
+        wait_for(lambda: delivered(sub) >= {r.measurement.seq for r in stored(site)},  # type: ignore[attr-defined]
+                 what="every stored record delivered")
         total, _dups = check_stream(site, sub)
-        assert total >= 60  # ~10 samples/s for 7+ s: the outage was mid-run, not at the end
+        # the outage was mid-run: records were committed before, during and after it
+        assert 0 < at_kill < at_restart < total
     finally:
         sub.stop()
+
+
+def run_for_records(site: Site, n: int) -> None:
+    """Start the agent and return once it has committed `n` more records."""
+    before = last_seq(site)
+    site.start_agent()
+    wait_for(lambda: last_seq(site) >= before + n, what=f"{n} records committed",
+             detail=lambda: log_tail(site))
 
 
 def test_sigkill_of_the_agent_reuses_no_seq_and_loses_nothing(site: Site,
@@ -234,14 +267,12 @@ def test_sigkill_of_the_agent_reuses_no_seq_and_loses_nothing(site: Site,
     sub.start()
     try:
         for _ in range(2):
-            site.start_agent()
-            time.sleep(2.5)
+            run_for_records(site, 10)
             assert site.stop_agent(signal.SIGKILL) == -signal.SIGKILL
-        site.start_agent()
-        time.sleep(2.5)
+        run_for_records(site, 10)
         assert site.stop_agent() == 0
-        wait_for(lambda: {r.measurement.seq for r in sub.records()}  # type: ignore[attr-defined]
-                 >= {r.measurement.seq for r in stored(site)})  # type: ignore[attr-defined]
+        wait_for(lambda: delivered(sub) >= {r.measurement.seq for r in stored(site)},  # type: ignore[attr-defined]
+                 what="every stored record delivered")
         total, _ = check_stream(site, sub)
         assert total >= 30
         out = drgw("verify", "--db", str(site.root / "drgw.db"))
@@ -268,10 +299,15 @@ def test_signed_commands_reach_the_agent(site: Site, persistent_broker: Broker) 
         out = drgw("fleet", "cmd", site.address, "write_point", "--arg", "device=ev",
                    "--arg", "name=ev_current_limit_a", "--arg", "value=6", *key, *common)
         assert out.returncode == 0, out.stdout + out.stderr
-        time.sleep(0.5)
-        after = json.loads(drgw("read", "--profile", "eastron_sdm630", "--tcp",
-                                site.devices["main"], "--unit", "1", "--json").stdout)
-        assert after["power_active_total_w"]["value"] < before["power_active_total_w"]["value"]
+
+        def main_power() -> float:
+            return float(json.loads(drgw("read", "--profile", "eastron_sdm630", "--tcp",
+                                         site.devices["main"], "--unit", "1", "--json").stdout)
+                         ["power_active_total_w"]["value"])
+
+        # each read is a subprocess of its own: that is the pace of this wait
+        wait_for(lambda: main_power() < before["power_active_total_w"]["value"], poll_s=0,
+                 what="the main meter to show the EV's lower current")
         # Out of the profile's range: refused before it reaches the wire.
         out = drgw("fleet", "cmd", site.address, "write_point", "--arg", "device=ev",
                    "--arg", "name=ev_current_limit_a", "--arg", "value=99", *key, *common)

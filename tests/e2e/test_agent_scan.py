@@ -5,12 +5,14 @@
 - It is bounded: too many units or too long a deadline are refused with the limit; a scan that hits
   its deadline says how far it got.
 - A second scan of the same bus while one runs is refused (BusOwner.scan, in process).
+
+How evenly polling goes on during a scan (the longest gap between two polls against the scan's
+length) is a wall-clock figure: bench/timing.py measures it; here the claim is a count.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import subprocess
 import sys
@@ -33,6 +35,7 @@ from gateway.measurement.record import SignedMeasurement
 from gateway.measurement.store.database import Store
 from gateway.perception.readings import Sample
 from tests.mosquitto import Broker
+from tests.waits import wait_for
 
 HOME = """
 [[bus]]
@@ -162,15 +165,15 @@ def test_scan_of_a_running_bus_finds_both_meters_and_polling_goes_on(site: Site)
     assert found[5]["baud"] == 19200
     assert f'serial = "{site.port}"' in result["config"] and "unit = 5" in result["config"]
     # The scan shared the bus one unit at a time: the configured meter was measured all along.
-    time.sleep(1.5)  # let the agent commit what it read up to the reply
-    during = heat_records(site, sent, replied)
+    # Everything read up to the reply is committed once a later reading is.
+    wait_for(lambda: heat_records(site, replied, float("inf")), what="a reading of heat after the reply")
+    # The scan itself ran for elapsed_s and ended before the reply reached us: readings taken in
+    # that span, several of them, were taken while it ran (had it paused polling, only the moments
+    # between its end and our clock reading could hold any).
+    during = heat_records(site, max(sent, replied - result["elapsed_s"]), replied)
     assert len(during) >= 3, f"only {len(during)} record(s) of heat while the scan ran"
     assert all(r.measurement.readings and all(x.quality == 0 for x in r.measurement.readings)
                for r in during)
-    # Had the scan paused polling, one gap would span the whole scan; a poll waits one unit at most.
-    times = [r.measurement.time_ms / 1000 for r in during]
-    longest = max(b - a for a, b in itertools.pairwise(times))
-    assert longest < result["elapsed_s"] / 2, (longest, result["elapsed_s"])
 
 
 def test_scan_is_bounded(site: Site) -> None:

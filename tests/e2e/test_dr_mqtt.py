@@ -4,8 +4,14 @@ The simulated home (gateway/data/demo_home.toml: main meter on Modbus TCP, EV wa
 relay on a wire-timed RTU pty bus) runs in the test's event loop; the agent is a `drgw run`
 subprocess, as in test_agent_run.py, so a restart is a real SIGKILL. An operator key on the
 allow-list signs `dr_event` commands (gateway/master/operations.fleet_cmd); a QoS 1 subscriber
-records drgw/v1/<gw>/event. Windows are 20-30 s long, so the pre-event baseline runs on 1 minute with
-`min_coverage` 0.1 and the "near" lead is 6 s (docs/closed-loop.md, docs/config.md [dr]).
+records drgw/v1/<gw>/event.
+
+Time is compressed the way `drgw demo --speed` compresses it, with every part still real: windows
+last 15-20 s instead of hours, the "near" lead is 3 s (`lead_minutes = 0.05`), and the pre-event
+baseline runs on 1 minute with `min_coverage` 0.1, i.e. 6 s of readings (docs/closed-loop.md,
+docs/config.md [dr]). An event is sent as soon as it can be: it starts once the agent has read the
+main meter for PRE_EVENT_S (so its baseline has the readings it needs) and no sooner than
+lead + SLACK_S after it is sent (so it arrives while still pending), instead of a fixed 15 s ahead.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,18 +43,23 @@ from gateway.measurement.identity import GatewayKey
 from gateway.measurement.keyfile import write_key
 from gateway.network import topics
 from tests.mosquitto import Broker
+from tests.waits import until as wait_until
 
 pytestmark = pytest.mark.slow
 
 EV, BOILER = ("ev", "ev_current_limit_a"), ("boiler", "relay_1_on")
 ORIGINAL = {EV: 10.0, BOILER: 1.0}  # demo_home.toml's [device.values]
 MAX_GAP_S = 30.0  # the checker bridges gaps up to this (gateway.loop.checker default)
+LEAD_S = 3.0  # [dr] lead_minutes below
+SLOT_S = 5  # [dr] slot_s below
+PRE_EVENT_S = 9.0  # readings before the start: the baseline needs 6 s (min_coverage 0.1 of 1 minute)
+SLACK_S = 2.0  # for the dr_event command to reach the agent before the event is near
 
 DR = """
 [dr]
 baseline = "pre_event"
 pre_event_minutes = 1
-lead_minutes = 0.1
+lead_minutes = 0.05
 tolerance = 0.05
 hold_off_s = 1
 slot_s = 5
@@ -156,6 +169,30 @@ class Site:
                 raise AssertionError("the agent did not answer a ping\n" + self.log_tail())
             await asyncio.sleep(0.2)
 
+    def first_reading_s(self) -> float | None:
+        """When the agent's first committed reading of the main meter was taken (None: none yet)."""
+        path = self.root / "drgw.db"
+        if not path.exists():
+            return None
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            with contextlib.suppress(sqlite3.OperationalError):  # the agent creates the tables
+                row = db.execute("SELECT min(time_ms) FROM measurements WHERE device = 'main'").fetchone()
+                return None if row is None or row[0] is None else row[0] / 1000
+        return None
+
+    async def event_start(self, *, slack_s: float = SLACK_S) -> int:
+        """The earliest start of an event sent now: past the lead (so it is still pending when it
+        arrives), and late enough that the pre-event baseline has its readings."""
+        await until(lambda: self.first_reading_s() is not None, 30.0, "a committed reading of main", self)
+        first = self.first_reading_s()
+        assert first is not None
+        earliest = max(time.time() + LEAD_S + slack_s, first + PRE_EVENT_S)
+        # On a slot boundary: the pre-event period ends where the window's first slot begins, so a
+        # start mid-slot would leave the readings of that slot out of the baseline (and, after a
+        # SIGKILL, out of the journal, which holds closed slots only).
+        return math.ceil(earliest / SLOT_S) * SLOT_S
+
     def value(self, point: tuple[str, str]) -> float:
         return float(self.home.device(point[0]).values()[point[1]])
 
@@ -165,14 +202,13 @@ class Site:
 
 async def until(done: Callable[[], object], timeout: float, what: str, site: Site | None = None) -> None:
     """Wait (without blocking the simulated home) until `done()` is true, or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            detail = "" if site is None else (
-                "\nevents: " + "\n".join(json.dumps(b) for b in site.tap.bodies[-30:])
-                + "\nagent log:\n" + site.log_tail())
-            raise AssertionError(f"waited {timeout:g} s for {what}{detail}")
-        await asyncio.sleep(0.2)
+
+    def detail() -> str:
+        return "" if site is None else (
+            "events: " + "\n".join(json.dumps(b) for b in site.tap.bodies[-30:])
+            + "\nagent log:\n" + site.log_tail())
+
+    await wait_until(done, what=what, timeout=timeout, poll_s=0.05, detail=detail)
 
 
 @contextlib.asynccontextmanager
@@ -219,6 +255,22 @@ def last_written(actions: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
     return {(a["device"], a["point"]): a["value"] for a in actions}  # the last write of each point wins
 
 
+def split_at(end: int, actions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Actions decided inside the window and after it, by their time `t`. Not by where their message
+    falls against `completed`: a release decided at the window's last sample is written to its device
+    (and published) while the window closes, so its message may come after that state's."""
+    return [a for a in actions if a["t"] < end], [a for a in actions if a["t"] >= end]
+
+
+def back_at_originals(site: Site, event_id: str, since_ms: float = 0) -> bool:
+    """The devices show the original values, and the event's last reported write of each point agrees.
+
+    Wait for this after the verdict rather than assume it: a release decided at the window's last
+    sample may still be on its way to the device when the verdict is published."""
+    acts = [a for a in site.tap.of(event_id, "dr_action") if a["ts"] > since_ms]
+    return restored(site) and last_written(acts) == ORIGINAL
+
+
 def returned_to_originals(*, inside: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
     """Every touched point ends at its original: released inside the window once the projection
     had the margin for it (policy step 4, docs/closed-loop.md; with 4.76 kW of levers for 4 kW
@@ -237,16 +289,21 @@ def test_aggregator_event_acts_restores_and_is_judged(tmp_path: Path, mqtt_broke
     asyncio.run(_aggregator_event(tmp_path, mqtt_broker))
 
 
+WINDOW_S = 15  # 2.76 kW + 2 kW of levers for 4 kW awarded: a few seconds to act are affordable
+
+
 async def _aggregator_event(root: Path, broker: Broker) -> None:
     async with running_site(root, broker) as site:
-        start = int(time.time()) + 15
-        end = start + 20
+        start = await site.event_start()
+        end = start + WINDOW_S
         reply = await site.cmd("dr_event", **event_args("agg-1", start, end))
         assert reply["ok"] is True, reply
         assert reply["result"] == {"event_id": "agg-1", "state": "pending", "change": "added"}
         assert reply["signed_by_gateway"] is True
         await until(lambda: site.tap.of("agg-1", "dr_verdict"), end - time.time() + 30,
                     "the verdict of agg-1", site)
+        assert site.tap.of("agg-1")[-1]["type"] == "dr_verdict"
+        await until(lambda: back_at_originals(site, "agg-1"), 10.0, "every point back at its original", site)
         bodies = site.tap.of("agg-1")
         kinds = [b["type"] for b in bodies]
         assert kinds[0] == "dr_event" and bodies[0]["change"] == "added"
@@ -255,9 +312,11 @@ async def _aggregator_event(root: Path, broker: Broker) -> None:
         assert states == [("pending", "near"), ("near", "active"), ("active", "completed")]
         i_active = next(i for i, b in enumerate(bodies) if b.get("to") == "active")
         i_done = next(i for i, b in enumerate(bodies) if b.get("to") == "completed")
-        assert kinds[-1] == "dr_verdict"
-        shed = [b for b in bodies[i_active:i_done] if b["type"] == "dr_action"]
-        restore = [b for b in bodies[i_done:] if b["type"] == "dr_action"]
+        assert kinds.count("dr_verdict") == 1
+        actions = [b for b in bodies if b["type"] == "dr_action"]
+        assert all(b["type"] != "dr_action" for b in bodies[:i_active]), "an action before the window"
+        shed, restore = split_at(end, actions)
+        assert all(a["t"] >= start for a in shed), shed
         assert any((a["device"], a["point"]) == EV and 6 <= a["value"] < 10 for a in shed), shed
         assert any((a["device"], a["point"]) == BOILER and a["value"] == 0 for a in shed), shed
         assert all(a["ok"] and "shortfall" in a["reason"] for a in shed[:2]), shed
@@ -265,10 +324,10 @@ async def _aggregator_event(root: Path, broker: Broker) -> None:
         live = [b for b in bodies[i_active:i_done] if b["type"] == "dr_live"]
         assert len(live) >= 2 and all(b["t"] >= start for b in live), live
         assert max(b["performance_w"] for b in live) >= 4000  # EV -2760 W, boiler -2000 W
-        verdict = bodies[-1]
+        verdict = bodies[kinds.index("dr_verdict")]
         assert verdict["performed"] is True, verdict
         assert verdict["delivered_wh"] == verdict["baseline_wh"] - verdict["actual_wh"]
-        assert verdict["delivered_wh"] >= verdict["required_wh"] == -(-4000 * 20 * 9500 // 36_000_000)
+        assert verdict["delivered_wh"] >= verdict["required_wh"] == -(-4000 * WINDOW_S * 9500 // 36_000_000)
         assert "report" not in verdict  # an aggregator's event is not reported on chain
         assert restored(site), {p: site.value(p) for p in ORIGINAL}
         journal = site.journal()
@@ -282,7 +341,7 @@ async def _aggregator_event(root: Path, broker: Broker) -> None:
             outcome = journal.outcome("agg-1")
             assert outcome is not None and outcome["verdict"]["performed"] is True
             assert outcome["report"] is None and outcome["chain_state"] is None
-            assert len(journal.trace("agg-1")) >= 20  # 0.5 s polling over a 20 s window
+            assert len(journal.trace("agg-1")) >= 20  # 0.5 s polling over a 15 s window
         finally:
             journal.close()
         assert await site.stop_agent() == 0
@@ -339,7 +398,7 @@ def test_modified_then_cancelled_event_restores_at_once(tmp_path: Path, mqtt_bro
 
 async def _modify_and_cancel(root: Path, broker: Broker) -> None:
     async with running_site(root, broker) as site:
-        start = int(time.time()) + 12
+        start = await site.event_start(slack_s=2 * SLACK_S)  # two commands before it is near
         first = event_args("agg-m", start, start + 600)
         assert (await site.cmd("dr_event", **first))["ok"] is True
         end = start + 30  # modification 1 of the pending event: the window ends earlier
@@ -393,8 +452,8 @@ def test_sigkill_mid_window_resumes_and_restores(tmp_path: Path, mqtt_broker: Br
 
 async def _restart_mid_window(root: Path, broker: Broker) -> None:
     async with running_site(root, broker) as site:
-        start = int(time.time()) + 15
-        end = start + 30
+        start = await site.event_start()
+        end = start + 20  # time for a SIGKILL, a restart and 5 s of the resumed window
         assert (await site.cmd("dr_event", **event_args("agg-r", start, end)))["ok"] is True
         await until(lambda: shed_seen(site, "agg-r"), start - time.time() + 15, "both levers pulled", site)
         assert await site.stop_agent(signal.SIGKILL) == -signal.SIGKILL
@@ -412,6 +471,8 @@ async def _restart_mid_window(root: Path, broker: Broker) -> None:
         assert time.time() < end - 5, "the agent came back after the window: too slow a machine for this test"
         await until(lambda: site.tap.of("agg-r", "dr_verdict"), end - time.time() + 30,
                     "the verdict of agg-r after the restart", site)
+        await until(lambda: back_at_originals(site, "agg-r", killed_at * 1000), 10.0,
+                    "every point back at its original", site)
         after = [b for b in site.tap.of("agg-r") if b["ts"] > killed_at * 1000]  # the new agent's
         # replayed from the journal: the event resumes ACTIVE, then completes at its end
         states = [(b["from"], b["to"]) for b in after if b["type"] == "dr_state"]
@@ -419,11 +480,10 @@ async def _restart_mid_window(root: Path, broker: Broker) -> None:
         live = [b for b in after if b["type"] == "dr_live" and b["t"] < end]
         assert live and live[0]["t"] > killed_at
         # the restarted agent restores the originals the policy remembered, not the shed values
-        i_done = next(i for i, b in enumerate(after) if b.get("to") == "completed")
         acted = [b for b in after if b["type"] == "dr_action"]
         assert {(a["device"], a["point"]) for a in acted} == {EV, BOILER}, after
-        returned_to_originals(inside=[b for b in after[:i_done] if b["type"] == "dr_action"],
-                              after=[b for b in after[i_done:] if b["type"] == "dr_action"])
+        inside, past = split_at(end, acted)
+        returned_to_originals(inside=inside, after=past)
         assert restored(site), {p: site.value(p) for p in ORIGINAL}
         journal = site.journal()
         try:

@@ -203,7 +203,8 @@ def test_a_damaged_store_fails(site: Site) -> None:
     code, checks = site.config().doctor()
     assert code == 1
     assert checks["store"]["level"] == "FAIL"
-    assert "cannot read it" in checks["store"]["detail"]
+    assert "damaged" in checks["store"]["detail"]  # issue 12: not "cannot read it" (paths)
+    assert "drgw store salvage" in checks["store"]["fix"]
 
 
 def test_mutual_tls_broker_passes_and_a_wrong_ca_fails(tmp_path: Path, tls_broker: Broker,

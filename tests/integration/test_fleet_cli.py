@@ -160,22 +160,28 @@ def test_fleet_watch_clean_stream_then_forgeries_and_duplicates(gateway: Gateway
     summary = json.loads(out.stdout.splitlines()[-1])["summary"][GW]
     assert summary["valid"] > 10 and summary["forgeries"] == summary["missing"] == 0
 
-    async def inject() -> None:
-        await asyncio.sleep(1.0)
-        forger = MeasurementChain(gateway=STRANGER.address, last_seq=0)
-        forged = [forger.next_signed(STRANGER, DOMAIN, device="meter1", time_ms=1,
-                                     clock_synced=True, readings=READING)]
-        async with aiomqtt.Client(broker.host, broker.port) as client:
-            await client.publish(topics.topic(GW, topics.Kind.MEAS), encode_batch(forged), qos=1)
-            await client.publish(topics.topic(GW, topics.Kind.MEAS), b"not a batch", qos=1)
+    meas = topics.topic(GW, topics.Kind.MEAS)
 
+    async def publish(payload: bytes, *, retain: bool = False) -> None:
+        async with aiomqtt.Client(broker.host, broker.port) as client:
+            await client.publish(meas, payload, qos=1, retain=retain)
+
+    forger = MeasurementChain(gateway=STRANGER.address, last_seq=0)
+    forged = [forger.next_signed(STRANGER, DOMAIN, device="meter1", time_ms=1,
+                                 clock_synced=True, readings=READING)]
+    # Retained, so the watcher gets it whenever it subscribes: no guessing when that is.
+    asyncio.run(publish(encode_batch(forged), retain=True))
     proc = subprocess.Popen(
         [sys.executable, "-c", DRGW, "fleet", "watch",
          "--broker", broker.url, "--gateway", GW, "--seconds", "3"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    asyncio.run(inject())
-    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the watcher is subscribed once it has reported the forgery
+    assert first.startswith("FORGERY"), first + proc.stderr.read() if proc.stderr else first
+    asyncio.run(publish(b"not a batch"))
+    rest, stderr = proc.communicate(timeout=30)
+    stdout = first + rest
     assert proc.returncode == 1, stdout + stderr
     assert "FORGERY" in stdout and STRANGER.address.lower() in stdout, stdout + stderr
     assert "MALFORMED" in stdout

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config.gateway import parse_config
 from gateway.errors import ConfigError
 from tests.mosquitto import Broker, free_port
+from tests.waits import wait_for
 
 HOME = """
 [[device]]
@@ -177,14 +177,6 @@ class HealthListener:
         self.client.disconnect()
 
 
-def wait_for(predicate: Any, what: str, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not seen in {timeout:.0f} s: {what}")
-        time.sleep(0.3)
-
-
 def test_prometheus_endpoint_and_health_message_of_a_running_agent(
         site: Site, mqtt_broker: Broker) -> None:
     listener = HealthListener(mqtt_broker, site.gw)
@@ -207,7 +199,8 @@ def test_prometheus_endpoint_and_health_message_of_a_running_agent(
                     and value(parsed, "drgw_device_errors_total", device="ghost", kind="link") >= 2
                     and value(parsed, "drgw_measurements_committed_total") > 0)
 
-        wait_for(scraped_errors, "reads of main, timeouts of mute, link errors of ghost")
+        wait_for(scraped_errors, what="reads of main, timeouts of mute, link errors of ghost",
+                 timeout=40, poll_s=0.2)
         assert value(parsed, "drgw_device_up", device="main") == 1
         assert value(parsed, "drgw_device_up", device="mute") == 0
         assert value(parsed, "drgw_device_up", device="ghost") == 0
@@ -229,13 +222,17 @@ def test_prometheus_endpoint_and_health_message_of_a_running_agent(
             return bool(msg and len(listener.messages) >= 2 and msg["devices"]["main"]["reads"] > 0
                         and msg["devices"]["ghost"]["errors"]["link"] > 0)
 
-        wait_for(health_with_devices, "a health message with device counters")
-        msg = listener.last()
-        assert msg is not None
+        wait_for(health_with_devices, what="a health message with device counters", timeout=40)
+        with listener.lock:
+            prev, msg = listener.messages[-2:]
         assert msg["gw"] == site.gw and msg["v"] == 1
         assert {"interval_s", "uptime_s", "reads_per_s", "devices", "sample_queue", "evictions",
                 "process", "store", "counters", "backlog"} <= msg.keys()
-        assert 0.5 < msg["interval_s"] < 10 and msg["reads_per_s"] > 0
+        # Rates are counts over the interval: the reads since the previous message, per second.
+        reads = sum(d["reads"] for d in msg["devices"].values()) - sum(
+            d["reads"] for d in prev["devices"].values())
+        assert msg["interval_s"] > 0 and reads > 0
+        assert msg["reads_per_s"] == pytest.approx(reads / msg["interval_s"], rel=0.01, abs=0.01)
         assert msg["devices"]["main"]["online"] is True and msg["devices"]["mute"]["online"] is False
         assert msg["devices"]["mute"]["errors"]["timeout"] > 0
         assert set(msg["evictions"]) == {"age", "rows_cap", "bytes_cap", "measurements"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from gateway.network.link import MqttLink
 from gateway.network.pacing import BackoffPolicy
 from gateway.network.settings import LinkSettings
 from tests.mosquitto import Broker, broker_fixture
+from tests.waits import until
 
 broker = pytest.fixture(broker_fixture())
 tls_broker = pytest.fixture(broker_fixture(tls=True))
@@ -101,9 +103,12 @@ def test_reconnects_after_broker_restart_and_births_again(broker: Broker) -> Non
                         backoff=BackoffPolicy(base_s=0.05, cap_s=0.3, stable_s=5))
         task = asyncio.create_task(link.run())
         await asyncio.wait_for(link.connected.wait(), 10)
-        await asyncio.to_thread(broker.restart, down_for=1.0)  # no persistence: retained lost
-        await asyncio.sleep(0.1)
-        await asyncio.wait_for(link.connected.wait(), 10)
+        await asyncio.to_thread(broker.kill)  # no persistence: the retained birth is lost
+        await until(lambda: not link.connected.is_set() and link.last_error is not None,
+                    what="the link to notice the broker is gone")
+        await asyncio.to_thread(broker.start)
+        await until(lambda: link.sessions == 2 and link.connected.is_set(),
+                    what="the second session")
         assert link.sessions == 2
         assert (await retained_status(broker, GW, want_online=True))["online"] is True
         link.stop()
@@ -131,16 +136,22 @@ def test_mutual_tls_connects_with_client_cert(tls_broker: Broker) -> None:
     asyncio.run(main())
 
 
-def test_mutual_tls_refuses_client_without_cert(tls_broker: Broker) -> None:
+def test_mutual_tls_refuses_client_without_cert(tls_broker: Broker,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     tls = tls_broker.tls
     assert tls is not None
+
+    caplog.set_level(logging.INFO, logger="gateway.network.link")
+
+    def attempts() -> int:
+        return sum(r.getMessage().startswith("reconnecting to") for r in caplog.records)
 
     async def main() -> None:
         settings = LinkSettings.from_url(tls_broker.url, client_id="gw-nocert", ca=tls.ca)
         link = MqttLink(settings=settings, gateway=GW, status=lambda: INFO,
                         backoff=BackoffPolicy(base_s=0.05, cap_s=0.1))
         task = asyncio.create_task(link.run())
-        await asyncio.sleep(1.5)
+        await until(lambda: attempts() >= 3, what="three refused connection attempts")
         assert not link.connected.is_set() and link.sessions == 0
         assert isinstance(link.last_error, BrokerUnreachable), link.last_error
         assert str(tls_broker.port) in str(link.last_error)

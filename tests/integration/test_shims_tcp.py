@@ -139,7 +139,15 @@ def test_reboot_goes_silent_then_resets_volatile_values() -> None:
         ev.inject(Reboot(0.4))
         with pytest.raises(ModbusIOException):
             await read(client, EV, "power_active_total_w")
-        await asyncio.sleep(0.4)
+        # The device answers again once its reboot is over (the failed read took its 0.5 s
+        # timeout, so usually at once); each read that still finds it silent is the wait.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                await read(client, EV, "power_active_total_w")
+                break
+            except ModbusIOException:
+                assert asyncio.get_running_loop().time() < deadline, "the device never came back"
         assert await read(client, EV, "ev_current_limit_a") == 16  # volatile: back to default
         energy = await read(client, EV, "energy_import_total_wh")
         assert isinstance(energy, int) and energy >= 4000  # counters continue

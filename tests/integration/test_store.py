@@ -138,7 +138,7 @@ def test_upgrade_from_v1(tmp_path: Path) -> None:
     assert "merkle_roots" not in db.table_names()
     conn.close()
     with Store(path) as store:
-        assert schema_version(store.db) == LATEST == 2
+        assert schema_version(store.db) == LATEST == 3
         assert store.last_chain_state() == (2, signed[-1].leaf)
         assert store.close_interval(0, 10**6) is not None
 

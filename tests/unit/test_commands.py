@@ -99,7 +99,7 @@ def test_unknown_command_and_bad_args() -> None:
 
 
 @pytest.mark.parametrize("payload", [
-    b"", b"\xff\xfe", b"[]", b"null", b'{"id": 5}', b"{" * 100_000, b'{"id":"x","v":1,"a":NaN}',
+    b"", b"\xff\xfe", b"[]", b"null", b'{"id": 5}', b"{" * 100_000, b'{"v":1,"a":NaN,"id":"x"}',
 ])
 def test_malformed_without_readable_id(payload: bytes) -> None:
     with pytest.raises(c.CommandRejected) as info:

@@ -56,9 +56,11 @@ def test_replay_is_rejected_even_after_a_restart(tmp_path: Path) -> None:
 
 
 def test_nonces_are_purged_after_expiry() -> None:
-    cache = NonceCache(":memory:", skew_ms=1000)
+    run_ms = [0]  # the cache's monotonic clock (injected): a nonce also waits out its lifetime there
+    cache = NonceCache(":memory:", skew_ms=1000, elapsed_ms=lambda: run_ms[0])
     assert cache.claim("0xop", "0x1", exp_ms=NOW, now_ms=NOW)
     assert not cache.claim("0xop", "0x1", exp_ms=NOW, now_ms=NOW + 1000)
+    run_ms[0] = 1001
     assert cache.claim("0xop", "0x2", exp_ms=NOW + 10_000, now_ms=NOW + 1001)
     assert cache.count() == 1
 

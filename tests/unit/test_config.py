@@ -18,7 +18,9 @@ def test_scan_draft_pastes_into_a_config(tmp_path: Path) -> None:
              Found(unit=7, baud=9600, parity="N", profiles=["carlogavazzi_em24", "x"])]
     text = HEAD + draft_config(found, tcp=None, serial="/dev/ttyUSB0")
     config = parse_config(text, path=tmp_path / "drgw.toml")
-    assert [d.unit for d in config.devices.devices] == [1, 7]
+    # Unit 7 fits two profiles: a candidate list in comments, never a pick (issue 12, fault 9).
+    assert [d.unit for d in config.devices.devices] == [1]
+    assert "# unit 7 answers like 2 profiles" in text and "#   carlogavazzi_em24" in text
     assert config.devices.devices[0].profile.name == "eastron_sdm630"
     assert config.devices.buses[0].serial == "/dev/ttyUSB0"
     assert config.key == tmp_path / "gw.key"

@@ -42,7 +42,23 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX measurements_time ON measurements(time_ms)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+def _v3(conn: sqlite3.Connection) -> None:
+    """The chain's high-water mark in a table of its own, whether an outbox row's time was read from
+    a synchronised clock, and the seq ranges a salvage could not read (gateway/measurement/store/salvage.py).
+
+    chain_head is written in every commit's transaction: it is the highest seq ever issued even when
+    the pages holding the newest records are damaged, so a salvaged store never issues a seq again.
+    Rows queued before this version count as written with a synchronised clock (as they were treated)."""
+    conn.execute("CREATE TABLE chain_head (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                 "seq INTEGER NOT NULL, leaf BLOB NOT NULL)")
+    conn.execute("INSERT INTO chain_head (id, seq, leaf) "
+                 "SELECT 1, seq, leaf FROM measurements ORDER BY seq DESC LIMIT 1")
+    conn.execute("ALTER TABLE outbox ADD COLUMN clock_synced INTEGER NOT NULL DEFAULT 1")
+    conn.execute("CREATE TABLE lost_ranges (seq_first INTEGER NOT NULL, seq_last INTEGER NOT NULL, "
+                 "reason TEXT NOT NULL)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 LATEST = len(MIGRATIONS)
 
 
@@ -85,6 +101,7 @@ def migrate(db: sqlite3.Connection | _WrapsConnection, *, path: str, target: int
             conn.execute("UPDATE schema_version SET version = ?", [version])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on SQLITE_FULL and I/O errors
+                conn.execute("ROLLBACK")
             raise
     return max(current, target)

@@ -20,7 +20,8 @@ async def check_broker(config: GatewayConfig, address: str | None, timeout: floa
     m = config.mqtt
     try:
         settings = LinkSettings.from_url(m.broker, client_id=m.client_id or "drgw-doctor",
-                                         ca=m.ca, cert=m.cert, key=m.key, keepalive_s=m.keepalive)
+                                         ca=m.ca, cert=m.cert, key=m.key, keepalive_s=m.keepalive,
+                                         username=m.username, password=m.password)
         tls = settings.tls.context() if settings.broker.tls else None
     except DrgwError as exc:
         return [fail("broker", str(exc), "fix [mqtt] in the config (docs/config.md)")]
@@ -64,10 +65,12 @@ async def _mqtt_connect(settings: Any, tls: Any, address: str | None, timeout: f
     try:
         async with asyncio.timeout(timeout + 1):
             async with aiomqtt.Client(b.host, b.port, identifier=ident, timeout=timeout,
-                                      tls_context=tls, clean_session=True):
+                                      tls_context=tls, clean_session=True,
+                                      username=settings.username, password=settings.password):
                 pass
     except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
         return fail("broker mqtt", f"{b}: MQTT CONNECT failed ({exc or 'no CONNACK'})",
-                    "the broker refused this client: check its ACL/auth for this gateway "
-                    f"({address or 'its id'}) and, with mutual TLS, [mqtt] cert and key")
+                    "the broker refused this client: check [mqtt] username and password or "
+                    f"password_file, the broker's ACL for this gateway ({address or 'its id'}) "
+                    "and, with mutual TLS, [mqtt] cert and key")
     return ok("broker mqtt", f"{b}: CONNACK in {(time.monotonic() - started) * 1000:.0f} ms")

@@ -48,7 +48,33 @@ async def _read_device(layer: Any, device: Any, config: GatewayConfig) -> Check:
         error = got.error if got is not None else "no reading"
         return fail(name, f"{where}: {point.name}: {error}", "the device answers but not as the "
                     f"profile {device.profile.name} expects: is it that model? `drgw scan` identifies it")
-    return ok(name, f"{where}: {point.name} = {got.value} {got.unit} in {took:.0f} ms")
+    model = await _model(layer, device, name, where)
+    if isinstance(model, Check):
+        return model
+    return ok(name, f"{where}{model}: {point.name} = {got.value} {got.unit} in {took:.0f} ms")
+
+
+async def _model(layer: Any, device: Any, name: str, where: str) -> Check | str:
+    """The model check the agent runs before polling (its probe registers): a failed Check for
+    another model, else a note for the detail line: " (model identified)"."""
+    from gateway.device.model_check import wrong_model_message
+    from gateway.perception.identify import Fit
+
+    if not device.check_model:
+        return " (model check off: check_model = false)"
+    try:
+        check = await asyncio.wait_for(layer.verify_model(device.name), 6 * device.timeout + 1.0)
+    except (DrgwError, TimeoutError) as exc:
+        return fail(name, f"{where}: the model check got no answer ({exc or 'timeout'})",
+                    "the agent checks the model before polling: check the wiring and the unit id")
+    if check is None or check.fit is Fit.UNPROVEN:
+        return "" if check is None else f" (model not confirmed: {check.evidence})"
+    if check.ruled_out:
+        spec = layer.owner_of(device.name).devices[device.name].spec
+        return fail(name, f"{where}: {wrong_model_message(spec, check)}",
+                    "the agent will not sign its readings: set the profile `drgw scan` proposes, "
+                    "or check_model = false on the device if it is a variant the probe does not know")
+    return f" (model {check.fit})"
 
 
 def _unanswered(name: str, where: str, exc: Exception, device: Any, bus: Any) -> Check:

@@ -124,7 +124,16 @@ def check_disk(store: Path) -> Check:
     return ok("disk", text)
 
 
+def _salvage_fix(path: Path) -> str:
+    # Never "move it aside": a new store would issue seqs from 1 again, and seqs already published
+    # would come back with different content. Salvage continues after the highest seq ever issued.
+    return (f"stop the agent (systemctl stop drgw), keep a copy of the file, then `drgw store "
+            f"salvage {path} {path.with_name(path.stem + '-salvaged' + path.suffix)}` and point "
+            "[store] path at the new file (docs/operations.md, \"A damaged store\")")
+
+
 def check_store(path: Path) -> Check:
+    from gateway.measurement.store.errors import CORRUPT, classify
     from gateway.measurement.store.migrations import LATEST, schema_version
 
     if not path.exists():
@@ -137,11 +146,13 @@ def check_store(path: Path) -> Check:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        return fail("store", f"{path}: cannot read it ({exc})", "check its permissions; if it is "
-                    "damaged, stop the agent, move it aside and let the agent start a new one")
+        if classify(exc) == CORRUPT:  # "file is not a database": a damaged header, not a bad path
+            return fail("store", f"{path}: damaged ({exc})", _salvage_fix(path))
+        return fail("store", f"{path}: cannot read it ({exc})", "check the path and its "
+                    "permissions (the service user must own it: `drgw install-service` re-owns "
+                    "/var/lib/drgw)")
     if result != "ok":
-        return fail("store", f"{path}: quick_check says {result}", "stop the agent, keep a copy, "
-                    "export what is readable (`drgw export`) and move the file aside")
+        return fail("store", f"{path}: damaged (quick_check says {result})", _salvage_fix(path))
     if version > LATEST:
         return fail("store", f"{path}: schema version {version}, newer than this drgw ({LATEST})",
                     "upgrade drgw")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from gateway.chain.node import connect
 from gateway.chain.outbox import ChainOutbox
 from gateway.chain.sender import TxSender
 from gateway.chain.submit import ReportSubmitter
+from tests.waits import wait_for
 
 pytestmark = [pytest.mark.anvil, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -38,6 +41,15 @@ def test_whole_window_over_json_rpc(anvil, market_class, tmp_path) -> None:
     outbox.close()
 
 
+def saved_block(state: Path) -> int:
+    """The newest block in anvil's state dump (-1 while there is none, or it is half written)."""
+    try:
+        number = json.loads(state.read_text())["best_block_number"]
+        return int(number, 0) if isinstance(number, str) else int(number)
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
 def test_node_killed_and_restarted_during_report_submission(anvil, market_class, tmp_path) -> None:
     market = market_class(anvil.node(), ChainOutbox(":memory:"))
     h = market.household("h")
@@ -47,7 +59,9 @@ def test_node_killed_and_restarted_during_report_submission(anvil, market_class,
     market.at(end)
     market.node.w3.eth.get_block("latest")  # nothing pending
     market.node.w3.provider.make_request("evm_mine", [])
-    time.sleep(1.5)  # anvil dumps its state every second: the window is on disk
+    # anvil dumps its state every second: wait until a dump holds the block just mined
+    mined = market.node.w3.eth.block_number
+    wait_for(lambda: saved_block(anvil.state) >= mined, what=f"anvil's state dump of block {mined}")
 
     outbox = ChainOutbox(tmp_path / "gateway-outbox.sqlite")
     relayer = TxSender(w3=market.node.w3, key=market.node.funded_keys[3], outbox=outbox,
