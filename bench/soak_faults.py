@@ -17,8 +17,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
+
+from gateway.measurement.wire import from_wire
 
 DRGW = [sys.executable, "-m", "gateway.cli"]
 RECOVER_S = 60.0  # generous: a loaded 2-core machine; the default reopen back-off tops out at 30 s
@@ -114,6 +117,22 @@ class RtuShim:
             self.proc.wait(timeout=10)
 
 
+def rtu_qualities(db: Path, after_seq: int) -> set[int]:
+    """Quality codes of the rtu meter's readings committed after `after_seq` (0 ok, 2 error)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        rows = conn.execute("SELECT wire FROM measurements WHERE device = 'rtu' AND seq > ?",
+                            [after_seq]).fetchall()
+    return {r.quality for (wire,) in rows for r in from_wire(bytes(wire)).measurement.readings}
+
+
+def rtu_errors_after(db: Path, after_seq: int) -> bool:
+    return 2 in rtu_qualities(db, after_seq)
+
+
+def rtu_ok_after(db: Path, after_seq: int) -> bool:
+    return 0 in rtu_qualities(db, after_seq)
+
+
 def point(link: Path, target: str) -> None:
     """Atomically re-point the symlink, as udev does for /dev/serial/by-id/..."""
     tmp = link.with_name(link.name + ".new")
@@ -135,12 +154,18 @@ def replug_phase(rig: Rig, shims: list[RtuShim], link: Path, *, replugs: int,
             shims[-1].stop()
             link.unlink()  # udev removes the by-id link with the adapter
             shims.append(fresh)
-            lost = watch.wait("port lost", i, RECOVER_S)
+            # Judged by the store (the authority): the agent's "port lost"/"port back" warnings
+            # pass its RepeatFilter only once a minute, so a log line can be missing.
+            pulled = rig.store_seq()
+            lost = wait_until(partial(rtu_errors_after, rig.db, pulled), RECOVER_S)
             time.sleep(2.0)  # reopen attempts fail on the missing path meanwhile
+            plugged = rig.store_seq()
             point(link, fresh.tty)
-            back = watch.wait("port back", i, RECOVER_S)
-            notes.append(f"re-plug {i}: {fresh.tty}; port lost seen {after(lost)}, "
-                         f"port back {after(back)}")
+            back = wait_until(partial(rtu_ok_after, rig.db, plugged), RECOVER_S)
+            notes.append(f"re-plug {i}: {fresh.tty}; rtu readings in error {after(lost)}, "
+                         f"ok again {after(back)} after the re-plug")
+        notes.append(f"agent log: {watch.count('port lost')} 'port lost', "
+                     f"{watch.count('port back')} 'port back' line(s)")
         time.sleep(hold)
     finally:
         rig.stop_agent(agent, "serial re-plug")

@@ -71,6 +71,8 @@ def _serve_trial(config: GatewayConfig) -> int:
 
     trying = trial.on_trial(config.path)
     try:
+        if trying:
+            _check_store_continues(config)
         code = asyncio.run(_serve(config))
     except Exception as exc:
         if trying and _rolled_back(config.path, tried=config.config_hash,
@@ -80,6 +82,34 @@ def _serve_trial(config: GatewayConfig) -> int:
     if code in (0, RESTART):
         trial.interrupt(config.path)  # a clean stop before the verdict: try it again next start
     return code
+
+
+def _check_store_continues(config: GatewayConfig) -> None:
+    """A config on trial that moves `[store] path` must not start the chain again: a new, empty
+    store would issue seqs from 1 under the same key, reusing seqs the fleet already holds. Refused
+    (and so rolled back) unless the new store already continues the last good config's chain."""
+    from gateway.agent import trial
+    from gateway.config.gateway import parse_config
+    from gateway.measurement.store.reader import StoreReader
+
+    good = trial.last_good(config.path)
+    if not good.exists():
+        return
+    old_path = parse_config(good.read_text(encoding="utf-8"), path=config.path).store.path
+    new_path = config.store.path
+    if new_path.resolve() == old_path.resolve() or not old_path.exists() \
+            or not new_path.parent.is_dir():  # a store that cannot open fails with its own reason
+        return
+    with StoreReader(old_path) as reader:
+        old_seq = reader.high_water().seq or 0
+    new_seq = 0
+    if new_path.exists():
+        with StoreReader(new_path) as reader:
+            new_seq = reader.high_water().seq or 0
+    if new_seq < old_seq:
+        raise ConfigError(f"[store] path {new_path}: its chain is at seq {new_seq}, the store it "
+                          f"replaces ({old_path}) at {old_seq}; starting there would issue seqs "
+                          "again. Copy the store file to the new path first (docs/operations.md)")
 
 
 async def _serve(config: GatewayConfig) -> int:

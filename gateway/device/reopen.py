@@ -145,8 +145,9 @@ class ReopeningLink:
         if self._outage_at is None:
             self._outage_at, self._reason, self._attempts = now, str(exc), 0
             self.outages += 1
+            # state changes pass the log's repeat filter (gateway/ops/logs.py): each outage is news
             log.warning("%s: port lost (%s): closed; reopening it by its path, back-off up to %g s",
-                        self.description, exc, self.backoff.max_s)
+                        self.description, exc, self.backoff.max_s, extra={"state_change": True})
         else:  # failed again before it carried a request: the same outage
             self._attempts += 1
             log.debug("%s: lost again (%s)", self.description, exc)
@@ -171,7 +172,8 @@ class ReopeningLink:
             self._announced = True
             down = self._clock() - (self._outage_at or self._clock())
             log.warning("%s: port back after %.1f s (%d failed reopen attempt(s))%s",
-                        self.description, down, self._attempts, _target(self.link))
+                        self.description, down, self._attempts, _target(self.link),
+                        extra={"state_change": True})
         return True
 
 

@@ -288,6 +288,30 @@ def test_a_store_in_a_missing_directory_is_rolled_back_in_place(site: Site) -> N
     check_seqs(site, after=before["seq"])
 
 
+def test_a_store_moved_to_an_empty_path_is_rolled_back_before_a_seq_is_reused(site: Site) -> None:
+    # The directory exists, so the new store would open: empty, it would issue seqs from 1 again
+    # under the same key. `drgw run` refuses to start the trial there, and rolls it back.
+    original = site.config.read_text()
+    with (site.root / "agent.log").open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(site.config)],
+                                stdout=out, stderr=out)
+    try:
+        before = site.status_when(lambda s: s["seq"] > 0)
+        moved = site.root / "elsewhere"
+        moved.mkdir()
+        sent = site.command("config_set", timeout_s=10.0, dry_run=False,
+                            text=original + f'[store]\npath = "{moved / "drgw.db"}"\n')
+        status = check_rolled_back(site, original=original, before=before, sent=sent,
+                                   because="would issue seqs again")
+        seq = status["seq"]
+        site.status_when(lambda s: s["seq"] > seq)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=45) == 0
+    assert not (moved / "drgw.db").exists()  # nothing was ever signed into the empty store
+    check_seqs(site, after=before["seq"])
+
+
 def test_a_trial_killed_before_its_verdict_is_rolled_back_at_the_next_start(site: Site) -> None:
     rules = RestartRules.from_unit(ROOT / "systemd" / "drgw.service")
     agent = Supervisor(config=site.config, log=site.root / "agent.log", rules=rules)
