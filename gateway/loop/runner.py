@@ -185,7 +185,16 @@ class DrLoop:
         if actions:
             await self._execute(act, actions, restoring=True)
 
+    async def _settle_actions(self, event_id: str) -> None:
+        """Let the actions already decided for this event finish before it ends: the policy has
+        recorded them, so dropping one as "late" would leave its lever out of `restore_all`, and
+        publishing the verdict first would put an action of the window after its verdict."""
+        pending = [t for t in self.tasks if t.get_name() == f"actions {event_id}"]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def _finish_cancelled(self, event_id: str) -> None:
+        await self._settle_actions(event_id)
         act = self.active.pop(event_id, None)
         if act is not None:
             await self._restore_points(act)
@@ -270,6 +279,7 @@ class DrLoop:
                 if e.event_id != event.event_id and not e.cancelled and e.start_s < event.start_s]
 
     async def _complete(self, event: DrEvent) -> None:
+        await self._settle_actions(event.event_id)
         act = self.active.pop(event.event_id, None)
         if act is None:
             return

@@ -208,3 +208,44 @@ def test_an_action_decided_in_the_window_but_run_after_the_restore_is_dropped(tm
     assert sorted(rig.points.writes[writes:]) == [("boiler", "on", 1.0), ("ev", "limit", 10.0)]
     reasons = [a.reason for a in rig.journal.actions("agg-1")]
     assert len(reasons) == 4 and not any("last second" in r for r in reasons)
+
+
+def test_actions_decided_before_the_end_finish_before_the_restore_and_the_verdict(
+        tmp_path: Path) -> None:
+    """An action decided at the window's last sample is still writing when the window completes:
+    the completion waits for it (it is part of the window, and the policy has recorded it), then
+    restores every point, then publishes the verdict: no action of the window after its verdict."""
+    rig = Rig(tmp_path)
+    rig.aggregator_event(start=T0 + 400, end=T0 + 460, target_w=3000)
+    asyncio.run(rig.run_until(T0 + 420))
+    act = rig.loop.active["agg-1"]
+    before = [Action(t_s=T0 + 458, device="ev", point="limit", value=7.0, previous=6.0,
+                     reason="release: one step", priority=1)]
+    last = [Action(t_s=T0 + 459, device="ev", point="limit", value=8.0, previous=7.0,
+                   reason="release: decided at the last second", priority=1)]
+
+    async def end_while_an_action_writes() -> None:
+        gate = asyncio.Event()
+        fast_write = rig.points.write
+
+        async def slow_write(device: str, name: str, value: float) -> None:
+            await gate.wait()  # a slow bus: the write is still under way when the window ends
+            await fast_write(device, name, value)
+
+        rig.points.write = slow_write  # type: ignore[method-assign]
+        rig.loop._spawn(rig.loop._execute(act, before), "actions agg-1")  # holds the policy lock
+        await asyncio.sleep(0)
+        rig.loop._spawn(rig.loop._execute(act, last), "actions agg-1")  # waits for the lock
+        rig.clock.t = T0 + 460
+        completing = asyncio.create_task(rig.loop._complete(rig.loop.book.event("agg-1")))
+        await asyncio.sleep(0)
+        gate.set()
+        await completing
+
+    asyncio.run(end_while_an_action_writes())
+    reasons = [a.reason for a in rig.journal.actions("agg-1")]
+    assert any("last second" in r for r in reasons), reasons  # run, not dropped as late
+    assert rig.points.values == {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}  # then restored
+    kinds = [m.get("type") for m in rig.published]
+    verdict = kinds.index("dr_verdict")
+    assert "dr_action" not in kinds[verdict + 1:], kinds
