@@ -16,6 +16,7 @@ from gateway.master.operations import fleet_cmd, fleet_list, fleet_watch
 from gateway.master.watch import Finding
 from gateway.measurement.record import measurement_domain
 from gateway.network import command as core
+from gateway.network.command_args import COMMANDS
 
 
 def _tls_args(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = actions.add_parser("cmd", help="sign a command, send it, wait for the reply")
     p.add_argument("gw", metavar="GW", help="target gateway address")
-    p.add_argument("cmd", metavar="CMD", choices=sorted(core.COMMANDS))
+    p.add_argument("cmd", metavar="CMD", choices=sorted(COMMANDS))
     p.add_argument("--arg", action="append", default=[], metavar="K=V",
                    help="command argument; V is parsed as JSON when it is JSON (5, true, \"x\")")
     p.add_argument("--operator-key", type=Path, required=True, metavar="FILE",
