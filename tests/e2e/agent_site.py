@@ -34,30 +34,13 @@ from gateway.measurement.identity import GatewayKey
 from gateway.measurement.keyfile import write_key
 from gateway.network import command as core
 from gateway.network import topics
+from tests.homes import WALLBOX_TCP, sdm630_tcp
 from tests.mosquitto import Broker
 
 T = TypeVar("T")
 WAIT_S = 30.0  # generous: a loaded 2-core CI machine, several agents at once
 
-HOME = """
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-[device.load]
-kind = "constant"
-power_w = 1800
-
-[[device]]
-name = "ev"
-profile = "heidelberg_energycontrol"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-feeds = "main"
-"""
+HOME = sdm630_tcp(1800) + WALLBOX_TCP
 
 
 def config_text(*, broker: str, operator: str, main: str, ev: str) -> str:

@@ -34,21 +34,12 @@ import pytest
 from gateway.measurement.record import struct_hash
 from gateway.measurement.store.database import Store
 from gateway.measurement.wire import decode_batch
+from tests.homes import sdm630_tcp
 from tests.mosquitto import Broker, broker_fixture
 
 broker = pytest.fixture(broker_fixture())
 
-HOME = """
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-[device.load]
-kind = "constant"
-power_w = 1800
-"""
+HOME = sdm630_tcp(1800)
 # Mounts the tmpfs, runs the agent (not exec'd: the shell copies the store out of the private
 # namespace once the agent has stopped, and exits with the agent's status).
 RUNNER = ('mount -t tmpfs -o size=16m tmpfs "$1" || exit 97; "$2" -m gateway.cli run "$3"; rc=$?; '

@@ -23,21 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.homes import sdm630_tcp
 from tests.mosquitto import Broker
 
 pytestmark = pytest.mark.slow
 
-HOME = """
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-[device.load]
-kind = "constant"
-power_w = 1500
-"""
+HOME = sdm630_tcp(1500)
 
 
 class Manager:

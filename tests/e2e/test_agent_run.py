@@ -29,30 +29,13 @@ import pytest
 from gateway.measurement.record import measurement_domain, recover_signer
 from gateway.measurement.store.database import Store
 from gateway.measurement.wire import decode_batch
+from tests.homes import WALLBOX_TCP, sdm630_tcp
 from tests.mosquitto import Broker, broker_fixture
 from tests.waits import wait_for
 
 persistent_broker = pytest.fixture(broker_fixture(persistence=True))
 
-HOME = """
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-[device.load]
-kind = "constant"
-power_w = 1800
-
-[[device]]
-name = "ev"
-profile = "heidelberg_energycontrol"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-feeds = "main"
-"""
+HOME = sdm630_tcp(1800) + WALLBOX_TCP
 
 
 def drgw(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -34,21 +34,12 @@ from gateway.measurement.identity import GatewayKey
 from gateway.measurement.keyfile import write_key
 from gateway.measurement.store.database import Store
 from gateway.network import topics
+from tests.homes import sdm630_tcp
 from tests.mosquitto import Broker, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0  # generous: a loaded 2-core machine, an agent that starts three times
-HOME = """
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-[device.load]
-kind = "constant"
-power_w = 1800
-"""
+HOME = sdm630_tcp(1800)
 
 
 @dataclass(frozen=True, slots=True)

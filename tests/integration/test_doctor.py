@@ -20,6 +20,7 @@ import pytest
 
 from gateway.measurement.identity import GatewayKey
 from gateway.measurement.store.database import Store
+from tests.homes import sdm630_tcp
 from tests.mosquitto import Broker, broker_fixture, make_tls_files
 
 tls_broker = pytest.fixture(broker_fixture(tls=True))
@@ -28,17 +29,7 @@ GW_SECRET = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 WALLET = "0x00000000000000000000000000000000000a11ce"  # registered with this gateway
 STRANGER_WALLET = "0x0000000000000000000000000000000000000b0b"  # registered with another gateway
 NEW_WALLET = "0x0000000000000000000000000000000000000c0c"  # not registered
-HOME = """
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-transport = "tcp"
-address = "127.0.0.1:0"
-unit = 1
-[device.load]
-kind = "constant"
-power_w = 900
-"""
+HOME = sdm630_tcp(900)
 
 
 @pytest.fixture(scope="module")
