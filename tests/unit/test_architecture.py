@@ -38,26 +38,26 @@ def test_the_tree_keeps_every_contract() -> None:
     assert "0 broken" in result.stdout
 
 
-def test_an_upward_import_breaks_the_layers_contract(tmp_path: Path) -> None:
-    # A copy of the package in which perception (pure, low) imports the device layer (above it).
+def lint_broken_copy(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """lint-imports on a copy of the package in which `module` (a path under gateway/) got `line`."""
     shutil.copytree(ROOT / "gateway", tmp_path / "gateway",
                     ignore=shutil.ignore_patterns("node_modules", "artifacts", "__pycache__"))
     shutil.copy(ROOT / "setup.cfg", tmp_path / "setup.cfg")
-    names = tmp_path / "gateway" / "perception" / "names.py"
-    names.write_text(names.read_text() + "\nfrom gateway.device import bus  # noqa: E402,F401\n")
-    result = lint(tmp_path)
+    source = tmp_path / "gateway" / module
+    source.write_text(source.read_text() + f"\n{line}  # noqa: E402,F401\n")
+    return lint(tmp_path)
+
+
+def test_an_upward_import_breaks_the_layers_contract(tmp_path: Path) -> None:
+    # perception (pure, low) imports the device layer (above it)
+    result = lint_broken_copy(tmp_path, "perception/names.py", "from gateway.device import bus")
     assert result.returncode == 1, result.stdout
     assert "gateway.perception is not allowed to import gateway.device" in result.stdout
     assert "gateway.perception.names -> gateway.device.bus" in result.stdout
 
 
 def test_a_clock_import_in_a_pure_module_breaks_the_pure_contract(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "gateway", tmp_path / "gateway",
-                    ignore=shutil.ignore_patterns("node_modules", "artifacts", "__pycache__"))
-    shutil.copy(ROOT / "setup.cfg", tmp_path / "setup.cfg")
-    verdict = tmp_path / "gateway" / "loop" / "verdict.py"
-    verdict.write_text(verdict.read_text() + "\nimport time  # noqa: E402,F401\n")
-    result = lint(tmp_path)
+    result = lint_broken_copy(tmp_path, "loop/verdict.py", "import time")
     assert result.returncode == 1, result.stdout
     assert "gateway.loop.verdict is not allowed to import time" in result.stdout
 
