@@ -130,7 +130,8 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
                                   connected=link.connected, started=started, stop=stop),
         workers=session_workers(config, key=key, parts=(publisher, health, events, dispatcher)),
         readout=readout, control=control, dr=dr, watchdog=watchdog,
-        metrics=metrics_server(config, key=key, readout=readout, started=started))
+        metrics=metrics_server(config, key=key, readout=readout, started=started,
+                               commands=dispatcher.counters))
 
 
 def open_store(config: GatewayConfig) -> Store:
@@ -167,8 +168,8 @@ def session_workers(config: GatewayConfig, *, key: GatewayKey,
         (d.name, d.profile.name) for d in config.devices.devices if d.profile.kind == "meter"]))
 
 
-def metrics_server(config: GatewayConfig, *, key: GatewayKey, readout: Readout,
-                   started: float) -> Callable[[], Work] | None:
+def metrics_server(config: GatewayConfig, *, key: GatewayKey, readout: Readout, started: float,
+                   commands: Callable[[], Mapping[str, int]]) -> Callable[[], Work] | None:
     """The optional Prometheus endpoint (prometheus_client is imported only when it is on)."""
     if config.metrics is None:
         return None
@@ -176,6 +177,7 @@ def metrics_server(config: GatewayConfig, *, key: GatewayKey, readout: Readout,
 
     collector = metrics.AgentCollector(
         readings=readout.health_readings, counters=readout.counters, started=started,
+        commands=commands,
         info={"gw": topics.gw_id(key.address), "version": __version__,
               "config_hash": config.config_hash})
     return functools.partial(metrics.serve, config.metrics, collector=collector)

@@ -6,6 +6,7 @@ VM (eth-tester's default fork), which executes the committed `evmVersion: "pragu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,16 +38,80 @@ class ChainNode:
             self.w3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])  # type: ignore[arg-type]
             self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
+    def set_clock_lag(self, lag_s: int) -> None:
+        """From the next block on, blocks carry the wall-clock time less `lag_s` (an embedded chain
+        made with `clock_lag_s` only)."""
+        backend: Any = None if self.tester is None else self.tester.backend
+        if not hasattr(backend, "clock_lag_s"):
+            raise ConfigError("set_clock_lag needs an embedded chain made with clock_lag_s")
+        backend.clock_lag_s = lag_s
 
-def embedded() -> ChainNode:
-    """A fresh in-process chain with ten funded accounts."""
+
+def embedded(*, clock_lag_s: int | None = None) -> ChainNode:
+    """A fresh in-process chain with ten funded accounts.
+
+    With `clock_lag_s=None` blocks keep eth-tester's own clock: each block one second after its
+    parent or the time the previous block was mined, so a burst of transactions runs the chain's
+    clock ahead of the wall clock, one second per block. With an int the chain starts that many
+    seconds in the past and every block carries the wall-clock time it is mined at less the lag
+    (or one second after its parent, as timestamps must increase): a burst mined while the lag is
+    large lands in the past, and after `set_clock_lag(0)` the chain's clock is the wall clock.
+    """
     from eth_tester import EthereumTester, PyEVMBackend
     from web3 import EthereumTesterProvider, Web3
 
-    tester = EthereumTester(PyEVMBackend())
+    backend = PyEVMBackend() if clock_lag_s is None else _wall_clock_backend(clock_lag_s)
+    tester = EthereumTester(backend)
     w3 = Web3(EthereumTesterProvider(tester))
     keys = tuple(k.to_bytes() for k in tester.backend.account_keys)
     return ChainNode(w3=w3, funded_keys=keys, tester=tester)
+
+
+def _wall_clock_backend(lag_s: int) -> Any:
+    """eth-tester's py-evm backend, stamping each block when it is filled rather than when its
+    parent was mined (py-evm fixes the pending header's time then: `new_timestamp_from_parent`)."""
+    from eth_tester import PyEVMBackend
+
+    class WallClockBackend(PyEVMBackend):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.clock_lag_s = lag_s
+            genesis = int(time.time()) - lag_s
+            super().__init__(PyEVMBackend.generate_genesis_params(overrides={"timestamp": genesis}))
+
+        def _stamp(self) -> None:
+            chain = self.chain
+            if chain.get_block().transactions:
+                return  # the pending block already ran transactions at its time
+            parent = chain.get_canonical_head().timestamp
+            now = int(time.time()) - self.clock_lag_s
+            chain.header = chain.header.copy(timestamp=max(parent + 1, now))
+
+        def send_raw_transaction(self, *args: Any, **kwargs: Any) -> Any:
+            self._stamp()
+            return super().send_raw_transaction(*args, **kwargs)
+
+        def send_signed_transaction(self, *args: Any, **kwargs: Any) -> Any:
+            self._stamp()
+            return super().send_signed_transaction(*args, **kwargs)
+
+        def send_transaction(self, *args: Any, **kwargs: Any) -> Any:
+            self._stamp()
+            return super().send_transaction(*args, **kwargs)
+
+        def mine_blocks(self, num_blocks: int = 1, *args: Any) -> tuple[Any, ...]:
+            hashes: tuple[Any, ...] = ()
+            for _ in range(num_blocks):
+                self._stamp()
+                hashes += tuple(super().mine_blocks(1, *args))
+            return hashes
+
+        def time_travel(self, to_timestamp: int) -> int:
+            # as eth-tester does (an empty block at to_timestamp - 1), without re-stamping it
+            self.chain.header = self.chain.header.copy(timestamp=to_timestamp - 1)
+            super().mine_blocks(1)
+            return to_timestamp
+
+    return WallClockBackend()
 
 
 def connect(url: str, *, poa: bool = False, timeout_s: float = 10.0) -> ChainNode:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.chain.report import Report, SignedReport
+from gateway.measurement.keyfile import create_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS txs (
@@ -79,6 +80,7 @@ class ChainOutbox:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        create_private(self.path)  # signed transactions and Reports: the owner's alone (0600)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")

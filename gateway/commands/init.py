@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--scan-bauds", default="9600", help="baud rates to try in order (default 9600)")
     p.add_argument("--scan-parity", choices=["N", "E", "O"], default="N")
     p.add_argument("--scan-timeout", type=float, default=0.15, help="seconds per unit (default 0.15)")
+    p.add_argument("--framing", choices=["tcp", "rtu"], default=None,
+                   help="with --scan-tcp: tcp = Modbus TCP (default), rtu = RTU over TCP (a "
+                        "serial-to-Ethernet converter in transparent mode); the draft's bus keeps it")
     p.add_argument("--main", metavar="DEVICE", help="the household's main meter (role = \"main\")")
     p.add_argument("--rpc", help="DR chain JSON-RPC URL (with --market and --household)")
     p.add_argument("--market", help="DRMarket contract address")
@@ -89,8 +92,9 @@ def _scan(args: argparse.Namespace, tty: bool) -> prov.DevicesDraft:
 
     flag = "--scan-serial" if args.scan_serial else "--scan-tcp"
     draft, unknown = scan_draft(serial=args.scan_serial, tcp=args.scan_tcp, units=args.scan_units,
-                                     bauds=args.scan_bauds, parity=args.scan_parity,
-                                     timeout=args.scan_timeout, where=flag, progress=progress)
+                                bauds=args.scan_bauds, parity=args.scan_parity,
+                                timeout=args.scan_timeout, where=flag, progress=progress,
+                                framing=args.framing or "tcp")
     if unknown:
         print(f"note: unit(s) {', '.join(map(str, unknown))} answered but no single profile fits "
               "(none, or several: `drgw scan` lists the candidates); left out (add them by hand: "
@@ -119,6 +123,9 @@ def setup_from_flags(args: argparse.Namespace) -> prov.Setup:
                           "--broker mqtts://broker.esco.example:8883")
     broker = prov.check_broker(args.broker, where="--broker")
     # The cheap checks first: a typo in a flag should not wait for a bus scan.
+    if args.framing is not None and not args.scan_tcp:
+        raise ConfigError("--framing applies to --scan-tcp: a serial line always frames RTU, and a "
+                          "--devices draft says it on its [[bus]] (framing = \"rtu\")")
     chain, ca = _chain(args), _ca(args.ca, "--ca")
     operators = _operators(args.operator, "--operator")
     if args.devices:
@@ -147,10 +154,11 @@ def _setup(args: argparse.Namespace, *, broker: str, devices: prov.DevicesDraft,
 
 
 def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, parity: str,
-               timeout: float, where: str, progress: Callable[[int, int, int], None] | None = None
-               ) -> tuple[prov.DevicesDraft, list[int]]:
+               timeout: float, where: str, progress: Callable[[int, int, int], None] | None = None,
+               framing: str = "tcp") -> tuple[prov.DevicesDraft, list[int]]:
     """Scan one bus like `drgw scan` and return the draft of the identified devices, plus the units
-    that answered but matched no profile (left out: a config needs a profile per device)."""
+    that answered but matched no profile (left out: a config needs a profile per device).
+    `framing` applies to `tcp`: "tcp" (Modbus TCP) or "rtu" (RTU over TCP), kept on the draft's bus."""
     import asyncio
 
     from gateway.commands.scan import parse_units
@@ -166,7 +174,7 @@ def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, p
     profiles = load_all()  # scan_link keeps those with a probe
     found: list[Found] = []
     for baud in speeds:
-        link_args: dict[str, object] = ({"tcp": tcp} if tcp else
+        link_args: dict[str, object] = ({"tcp": tcp, "framing": framing} if tcp else
                                         {"serial": serial, "baud": baud, "parity": parity})
         try:
             found = asyncio.run(scan_link(
@@ -179,11 +187,12 @@ def scan_draft(*, serial: str | None, tcp: str | None, units: str, bauds: str, p
     known = [f for f in found if f.profile]  # one profile fits: a scan never picks among several
     if not known:
         what = "answered but matched no profile" if found else "answered"
-        raise ConfigError(f"{where}: no device {what} on {tcp or serial} (units {units}"
+        on = f"{tcp} (RTU over TCP)" if tcp and framing == "rtu" else tcp or serial
+        raise ConfigError(f"{where}: no device {what} on {on} (units {units}"
                           f"{'' if tcp else f', {bauds} baud, parity {parity}'}): check the wiring "
                           "(A/B swapped?), the baud rate and parity, the unit ids; see docs/install.md, "
                           "Troubleshooting")
-    text = draft_config(known, tcp=tcp, serial=serial)
+    text = draft_config(known, tcp=tcp, serial=serial, framing=framing)
     return prov.parse_draft(text, where=f"{where} (scan draft)"), [f.unit for f in found if not f.profile]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.loop.history import LoadSlot
+from gateway.measurement.keyfile import create_private
 
 
 def _v1(c: sqlite3.Connection) -> None:
@@ -72,6 +73,7 @@ class Journal:
                                   "that has run (`--config`), or the store with `--store`")
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
         else:
+            create_private(self.path)  # the agent keeps it in the store file: 0600 like the store
             self.conn = sqlite3.connect(self.path, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
+from gateway.measurement.store.errors import BUSY, CORRUPT, DISK_FULL, IO_ERROR
 from gateway.ops.health import ERROR_KINDS, HealthReadings
 
 if TYPE_CHECKING:
@@ -40,21 +41,28 @@ COUNTERS: Mapping[str, tuple[str, str]] = {
     "outbox_acked": ("drgw_outbox_acked_batches", "Outbox batches removed after the broker's PUBACK"),
     "published": ("drgw_published_batches", "Batches published since the agent started (incl. resends)"),
     "store_errors": ("drgw_store_errors", "Failed store commits (retried)"),
+    "samples_dropped": ("drgw_samples_dropped",
+                        "Samples the full sample queue dropped (oldest first) while the store refused"),
+    "ack_failures": ("drgw_ack_failures", "Acks and outbox reads the store refused (retried)"),
     "retention_evicted": ("drgw_retention_evicted_measurements",
                           "Measurements deleted past the retention cap"),
 }
+# Why the store's last write failed (gateway/measurement/store/errors.py), one series each.
+STORE_FAILURES = (DISK_FULL, IO_ERROR, CORRUPT, BUSY)
 HEAD_LIMIT = 8192  # bytes of request line + headers we accept; a scrape sends ~200
 
 
 class AgentCollector:
-    """A prometheus_client collector over callables of the agent (called once per scrape)."""
+    """A prometheus_client collector over callables of the agent (called once per scrape).
+    `commands` gives the command dispatcher's health counters (`commands_<outcome>`)."""
 
     def __init__(self, *, readings: Callable[[], HealthReadings],
                  counters: Callable[[], Mapping[str, int]], info: Mapping[str, str],
-                 started: float) -> None:
+                 started: float, commands: Callable[[], Mapping[str, int]] = dict) -> None:
         self.readings = readings
         self.started = started  # monotonic seconds, the clock of HealthReadings.now
         self.counters = counters
+        self.commands = commands
         self.info = dict(info)
 
     def collect(self) -> Iterator[Metric]:
@@ -83,6 +91,8 @@ class AgentCollector:
                                   value=s.evicted_measurements)
         for key, (name, doc) in COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=counts.get(key, 0))
+        yield from self._store_failure(s.failure)
+        yield from self._commands(self.commands())
         files = GaugeMetricFamily("drgw_store_file_bytes", "Size of the store's files",
                                   labels=["file"])
         files.add_metric(["db"], s.db_bytes)
@@ -97,6 +107,38 @@ class AgentCollector:
                                 value=r.process.rss_bytes)
         yield GaugeMetricFamily("drgw_uptime_seconds", "Seconds since the agent started",
                                 value=r.now - self.started)
+
+    @staticmethod
+    def _store_failure(failure: str | None) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        # The health topic's `disk_full` and `store_error`: one gauge to alert on, and the reason as
+        # a label set that is always complete (1 on the current reason, 0 on the others).
+        yield GaugeMetricFamily("drgw_store_disk_full", "1 while the store refuses writes because "
+                                "the disk is full", value=1 if failure == DISK_FULL else 0)
+        state = GaugeMetricFamily("drgw_store_failure", "1 on the reason the store's last write "
+                                  "failed, 0 once a write succeeds", labels=["reason"])
+        for reason in STORE_FAILURES:
+            state.add_metric([reason], 1 if failure == reason else 0)
+        yield state
+
+    @staticmethod
+    def _commands(counts: Mapping[str, int]) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        # gateway/network/dispatcher.py: `commands_received`, `commands_unanswered`, and one
+        # `commands_<outcome>` per outcome (ok or an error code): the outcomes become a label.
+        yield CounterMetricFamily("drgw_commands_received", "Payloads received on the command topic",
+                                  value=counts.get("commands_received", 0))
+        outcomes = CounterMetricFamily("drgw_commands", "Commands by outcome: ok or the error code "
+                                       "of the refusal or failure", labels=["outcome"])
+        for key, n in sorted(counts.items()):
+            outcome = key.removeprefix("commands_")
+            if outcome not in ("received", "unanswered"):
+                outcomes.add_metric([outcome], n)
+        yield outcomes
+        yield CounterMetricFamily("drgw_commands_unanswered", "Refusals left without a reply by "
+                                  "the reply budget", value=counts.get("commands_unanswered", 0))
 
     @staticmethod
     def _devices(r: HealthReadings) -> Iterator[Metric]:
