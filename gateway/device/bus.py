@@ -181,21 +181,29 @@ class BusOwner(PollScheduler):
             self._quiet_since = loop.time()
         if answer is None:
             self._codec.abandon()
-            self.timeouts += 1
-            state.timeouts += 1
             await self._resync()
-            raise DeviceError(f"unit {request.unit}: no answer within {timeout * 1000:.0f} ms")
-        if isinstance(answer, modbus.ExceptionResponse) and answer.code in modbus.GATEWAY_EXCEPTIONS:
-            # A TCP-to-RTU gateway answering for a unit that did not (Application Protocol 7,
-            # exceptions 0A/0B): the unit's silence, as a timeout is on a serial line.
-            self.timeouts += 1
-            state.timeouts += 1
-            raise DeviceError(f"unit {request.unit}: no answer: the gateway reports "
-                              f"{answer.message} (exception {answer.code:02X})")
+        self._check_answered(state, request, answer, timeout)
+        assert answer is not None
         state.observe_latency(loop.time() - sent_at - wire)
         if isinstance(answer, modbus.ExceptionResponse):
             state.exceptions += 1
         return answer
+
+    def _check_answered(self, state: DeviceState, request: modbus.Request,
+                        answer: modbus.Response | modbus.ExceptionResponse | None,
+                        timeout: float) -> None:
+        """Silence, or a gateway answering for a silent unit: a timeout, counted, as DeviceError."""
+        if answer is None:
+            why = f"no answer within {timeout * 1000:.0f} ms"
+        elif isinstance(answer, modbus.ExceptionResponse) and answer.code in modbus.GATEWAY_EXCEPTIONS:
+            # A TCP-to-RTU gateway answering for a unit that did not (Application Protocol 7,
+            # exceptions 0A/0B): the unit's silence, as a timeout is on a serial line.
+            why = f"no answer: the gateway reports {answer.message} (exception {answer.code:02X})"
+        else:
+            return
+        self.timeouts += 1
+        state.timeouts += 1
+        raise DeviceError(f"unit {request.unit}: {why}")
 
     async def _receive(self, deadline: float) -> modbus.Response | modbus.ExceptionResponse | None:
         loop = asyncio.get_running_loop()
