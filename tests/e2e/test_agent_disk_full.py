@@ -34,7 +34,7 @@ import pytest
 from gateway.measurement.record import struct_hash
 from gateway.measurement.store.database import Store
 from gateway.measurement.wire import decode_batch
-from tests.homes import sdm630_tcp
+from tests.homes import sdm630_tcp, simulated
 from tests.mosquitto import Broker, broker_fixture
 
 broker = pytest.fixture(broker_fixture())
@@ -119,17 +119,8 @@ def drgw(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def meter(tmp_path: Path) -> Iterator[str]:
-    (tmp_path / "home.toml").write_text(HOME)
-    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate",
-                            str(tmp_path / "home.toml"), "--json"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert sim.stdout is not None
-    devices = {d["name"]: d["address"] for d in json.loads(sim.stdout.readline())["devices"]}
-    try:
+    with simulated(HOME, tmp_path) as devices:
         yield devices["main"]
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
 
 
 def agent_of(runner: subprocess.Popen[bytes]) -> int:

@@ -34,7 +34,7 @@ from gateway.measurement.identity import GatewayKey
 from gateway.measurement.keyfile import write_key
 from gateway.measurement.store.database import Store
 from gateway.network import topics
-from tests.homes import sdm630_tcp
+from tests.homes import sdm630_tcp, simulated
 from tests.mosquitto import Broker, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,13 +160,8 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path, mqtt_broker: Broker) -> Iterator[Site]:
-    (tmp_path / "home.toml").write_text(HOME)
-    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate",
-                            str(tmp_path / "home.toml"), "--json"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert sim.stdout is not None
-        main = json.loads(sim.stdout.readline())["devices"][0]["address"]
+    with simulated(HOME, tmp_path) as devices:
+        main = devices["main"]
         key, operator = GatewayKey.generate(), GatewayKey.generate()
         write_key(tmp_path / "gw.key", key)
         config = tmp_path / "drgw.toml"
@@ -193,9 +188,6 @@ unit = 1
 """)
         yield Site(root=tmp_path, config=config, broker=mqtt_broker, gw=key.address,
                    operator=operator)
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
 
 
 def check_rolled_back(site: Site, *, original: str, before: dict[str, Any], sent: dict[str, Any],
