@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "gateway.commands.service",
     "gateway.commands.keys",
     "gateway.commands.verify",
+    "gateway.commands.prove",
     "gateway.commands.store",
     "gateway.commands.fleet",
     "gateway.commands.demo",

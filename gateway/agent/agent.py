@@ -63,6 +63,8 @@ class Agent:
             life.start("devices", p.layer.run())
             if p.dr is not None:
                 life.start("dr", p.dr.run())
+            if p.bidder is not None:
+                life.start("bidder", p.bidder.run())
             life.start("watchdog", p.watchdog.run())  # last: READY=1 once the rest has started
             life.on_stop(self._stopping)
             await self.stop.requested.wait()
@@ -98,5 +100,8 @@ class Agent:
         rows, _ = p.store.outbox_depth()
         if p.dr is not None:
             p.dr.journal.close()
+        if p.bidder is not None:
+            p.bidder.recorder.flush()
+            p.bidder.journal.close()
         p.store.close()
         log.warning("stopped at seq %d, %d batch(es) left in the outbox", p.pipeline.chain.last_seq, rows)

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -80,9 +80,11 @@ class Control:
 
     def __init__(self, *, config: GatewayConfig, store: Store, layer: DeviceLayer,
                  pipeline: MeasurementPipeline, readout: Readout, dr: DrLoop | None,
-                 started: float, stop: StopRequest) -> None:
+                 started: float, stop: StopRequest,
+                 market: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config, self.store, self.layer, self.pipeline = config, store, layer, pipeline
         self.readout, self.dr, self.started, self.stop = readout, dr, started, stop
+        self.market = market  # the bidder's summary: deposits held, paid, forfeited
 
     async def ping(self) -> JSON:
         return {"pong": True, "time_ms": wall_ms()}
@@ -93,7 +95,9 @@ class Control:
                 "seq": self.pipeline.chain.last_seq, "backlog": {"rows": rows, "bytes": nbytes},
                 "devices": sorted(self.pipeline.ok_devices), "clock_synced": self.pipeline.clock_synced,
                 "disk_full": self.store.disk_full, "uptime_s": round(time.monotonic() - self.started, 1),
-                "dr": None if self.dr is None else self.dr.status(), **trial.status(self.config.path)}
+                "dr": None if self.dr is None else self.dr.status(),
+                "market": None if self.market is None else self.market(),
+                **trial.status(self.config.path)}
 
     async def diagnostics(self) -> JSON:
         devices = {name: {"requests": st.requests, "timeouts": st.timeouts,

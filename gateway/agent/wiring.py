@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
+from gateway.agent import bidding
 from gateway.agent.control import Control
 from gateway.agent.lifetime import StopRequest, Work
 from gateway.agent.pipeline import Housekeeping, MeasurementPipeline, SampleQueue
@@ -38,8 +39,9 @@ from gateway.ops import sdnotify
 from gateway.perception.readings import Quality
 
 if TYPE_CHECKING:
-    from gateway.chain.port import MarketPort
+    from gateway.chain.port import BiddingPort, MarketPort
     from gateway.chain.settings import ChainConfig
+    from gateway.loop.bidder import Bidder
     from gateway.loop.runner import DrLoop
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class LoopOptions:
     executor: Executor | None = None  # the thread that owns the chain (default: the loop's own)
     poll_interval_s: float | None = None  # market polls (default: [chain] poll_interval)
     on_event: Callable[[EventBody], None] | None = None  # sees each event body after MQTT does
+    bidding: BiddingPort | None = None  # [market] bids (default: the market port, when it can bid)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +76,7 @@ class Parts:
     readout: Readout
     control: Control
     dr: DrLoop | None
+    bidder: Bidder | None  # [market]: the household's automatic bids (docs/bidding.md)
     watchdog: sdnotify.Watchdog
     metrics: Callable[[], Work] | None  # the Prometheus endpoint, when [metrics] asks for one
 
@@ -103,23 +107,28 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
     events = EventPublisher(gw=key.address)
     dr = None if config.dr is None else dr_loop(
         config, key=key, layer=layer, store=store, publish=events.publish_event, options=loop)
+    bidder = bidding.bidder(config, dr=dr, publish=tee(events.publish_event, loop.on_event),
+                            bidding=loop.bidding)
     progress = sdnotify.PipelineProgress(limits=sdnotify.StallLimits.for_devices(
         ({d.intervals[p.poll] for p in d.profile.points}, d.timeout) for d in config.devices.devices),
         now=time.monotonic())
     pipeline = MeasurementPipeline(
         key=key, domain=measurement_domain(config.chain_id), store=store, samples=samples, wake=wake,
         topic=topics.topic(topics.gw_id(key.address), topics.Kind.MEAS), progress=progress,
-        observer=dr, states=events if config.mqtt.ha_discovery else None)
+        observer=dr if bidder is None or dr is None else bidding.SampleTee((dr, bidder.recorder)),
+        states=events if config.mqtt.ha_discovery else None)
     link = mqtt_link(config, key=key, pipeline=pipeline)
     m = config.mqtt
     publisher = Publisher(store=store, wake=wake, limits=PublishLimits(
         messages_per_s=m.rate_messages, bytes_per_s=m.rate_bytes, window=m.inflight))
     readout = Readout(store=store, layer=layer, pipeline=pipeline, publisher=publisher, link=link)
     control = Control(config=config, store=store, layer=layer, pipeline=pipeline, readout=readout,
-                      dr=dr, started=started, stop=stop)
+                      dr=dr, started=started, stop=stop,
+                      market=None if bidder is None else bidder.status)
     dispatcher = command_dispatcher(config, key=key, control=control)
     health = HealthPublisher(link=link, counters=readout, store=store, interval_s=m.health_interval,
-                             detail=readout.detail, extra=dispatcher.counters)
+                             detail=readout.detail, extra=dispatcher.counters if bidder is None
+                            else (lambda: {**dispatcher.counters(), **bidder.counters()}))
     # systemd: READY=1 once running, WATCHDOG=1 only while measurements reach the store (or the
     # disk is full, which a restart cannot mend: pipeline.stalled says why).
     watchdog = sdnotify.Watchdog.from_environment(health=pipeline.stalled,
@@ -129,7 +138,7 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
         housekeeping=Housekeeping(config=config, store=store, pipeline=pipeline,
                                   connected=link.connected, started=started, stop=stop),
         workers=session_workers(config, key=key, parts=(publisher, health, events, dispatcher)),
-        readout=readout, control=control, dr=dr, watchdog=watchdog,
+        readout=readout, control=control, dr=dr, bidder=bidder, watchdog=watchdog,
         metrics=metrics_server(config, key=key, readout=readout, started=started,
                                commands=dispatcher.counters))
 

@@ -6,11 +6,12 @@ back as `ChainRevert` naming the custom error. Contract units are documented in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.chain.artifacts import all_error_abis, load_artifact
-from gateway.chain.report import SignedReport
+from gateway.chain.report import SignedBaseline, SignedReport
 from gateway.chain.revert import RevertDecoder
 from gateway.chain.sender import Mined, TxSender
 from gateway.market.reputation import ReputationRules
@@ -121,6 +122,16 @@ class MarketClient:
             {"logs": list(mined.logs)}, errors=_discard())
         return int(events[0]["args"]["bidId"]), mined
 
+    def place_bid_for(self, sender: TxSender, household: str, *, from_s: int, to_s: int,
+                      power_w: int, rated_w: int, price_mtok: int) -> tuple[int, Mined]:
+        """A bid for `household` sent by the household or its gateway; the deposit comes from the
+        household's wallet (within the allowance it gave the market)."""
+        mined = self._send(sender, self.market, "placeBidFor", household, from_s, to_s, power_w,
+                           rated_w, price_mtok, purpose=f"placeBidFor {household}")
+        events = self.market.events.BidPlaced().process_receipt(
+            {"logs": list(mined.logs)}, errors=_discard())
+        return int(events[0]["args"]["bidId"]), mined
+
     def withdraw_bid(self, sender: TxSender, bid_id: int) -> Mined:
         return self._send(sender, self.market, "withdrawBid", bid_id,
                           purpose=f"withdrawBid {bid_id}")
@@ -130,7 +141,37 @@ class MarketClient:
         return self._send(sender, self.market, "submitReport", r.as_tuple(), signed.signature,
                           purpose=f"submitReport {r.household} window {r.window}")
 
+    def commit_baseline(self, sender: TxSender, signed: SignedBaseline) -> Mined:
+        """Commit a household's baseline for a window (before it starts), from any sender."""
+        b = signed.baseline
+        return self._send(sender, self.market, "commitBaseline", b.as_tuple(), signed.signature,
+                          purpose=f"commitBaseline {b.household} window {b.window}")
+
     # ---- views -----------------------------------------------------------------------------
+
+    def baseline(self, household: str, window: int) -> dict[str, Any]:
+        """The committed baseline: inputHash, baselineWh, method, committed (False when none)."""
+        return _struct(self.market.functions.baseline(household, window).call(), self.market,
+                       "baseline")
+
+    def report_root(self, household: str, window: int) -> bytes:
+        """The Merkle root of the household's accepted Report (32 zero bytes when none)."""
+        return bytes(self.market.functions.reportRoot(household, window).call())
+
+    def verify_reading(self, household: str, window: int, leaf: bytes,
+                       proof: Sequence[bytes]) -> bool:
+        """Whether the contract proves `leaf` (a measurement's struct hash) under the root."""
+        return bool(self.market.functions.verifyReading(household, window, leaf,
+                                                        list(proof)).call())
+
+    def config(self) -> MarketConfig:
+        t = self.market.functions.config().call()
+        return MarketConfig(treasury=t[0], deposit_per_kw_mtok=int(t[1]), tolerance_bps=int(t[2]),
+                            lockout_s=int(t[3]), report_grace_s=int(t[4]))
+
+    def allowance(self, owner: str) -> int:
+        """What `owner` lets the market take from its wallet (mtok)."""
+        return int(self.token.functions.allowance(owner, self.market.address).call())
 
     def window(self, window: int) -> dict[str, Any]:
         return _struct(self.market.functions.window(window).call(), self.market, "window")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.chain.report import Report, sign_report
+from gateway.chain.report import Baseline, Report, sign_baseline, sign_report
 from gateway.chain.settings import ChainConfig
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-W_CLEARED, W_SETTLED, W_CHECKED, W_VOID = 2, 3, 4, 5  # DRMarket.sol window states
+W_ANNOUNCED, W_CLEARED, W_SETTLED, W_CHECKED, W_VOID = 1, 2, 3, 4, 5  # DRMarket.sol window states
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,9 +134,14 @@ class Web3MarketPort:
             chain_id=self.chain_id, token=token, market=w3.to_checksum_address(market)))
         self.outbox = ChainOutbox(outbox_path)
         self.sender = TxSender(w3=w3, key=sender_secret, outbox=self.outbox, decoder=decoder())
+        # placeBidFor/withdrawBid accept only the household or its gateway as msg.sender, so bids
+        # go out from the gateway's own account even when a relayer sends Reports and commitments.
+        self.bidder = self.sender if sender_secret == gateway_secret else TxSender(
+            w3=w3, key=gateway_secret, outbox=self.outbox, decoder=decoder())
         self.submitter = ReportSubmitter(outbox=self.outbox, client=self.client, sender=self.sender)
         self._secret = gateway_secret
         self._seen: dict[int, tuple[int, bool]] = {}  # window -> (award, voided) last reported
+        self._commits: dict[int, BaselineCommit] = {}  # window -> commitment not yet on chain
 
     def close(self) -> None:
         self.outbox.close()
@@ -164,6 +169,42 @@ class Web3MarketPort:
                              voided=voided))
         return out
 
+    def commit_baseline(self, commit: BaselineCommit) -> Submission:
+        """Sign the window's baseline with the gateway key and send it. A node that is down leaves
+        it "queued": `retry()` (each poll) sends it again until the window starts."""
+        self._commits[commit.window] = commit
+        return self._send_commit(commit)
+
+    def _send_commit(self, commit: BaselineCommit) -> Submission:
+        from gateway.chain.revert import ChainRevert
+        from gateway.chain.sender import NodeUnavailable
+        from gateway.errors import RemoteError
+
+        d = self.client.deployment
+        signed = sign_baseline(Baseline(
+            household=self.household, window=commit.window, method=commit.method,
+            input_hash=commit.input_hash, baseline_wh=commit.baseline_wh),
+            key=self._secret, chain_id=d.chain_id, market=d.market)
+        try:
+            self.client.commit_baseline(self.sender, signed)
+        except NodeUnavailable:
+            return Submission(state="queued", report_id=0)
+        except ChainRevert as exc:
+            del self._commits[commit.window]
+            if self._on_chain(commit):  # sent before, the node went away before we saw it mined
+                return Submission(state="accepted", report_id=0)
+            return Submission(state="rejected", report_id=0, error=str(exc))
+        except RemoteError as exc:  # a transaction kept from before failed on chain: try again
+            return Submission(state="queued", report_id=0, error=str(exc))
+        del self._commits[commit.window]
+        return Submission(state="accepted", report_id=0)
+
+    def _on_chain(self, commit: BaselineCommit) -> bool:
+        c = self.client.baseline(self.household, commit.window)
+        return bool(c["committed"]) and (int(c["method"]), bytes(c["inputHash"]),
+                                         int(c["baselineWh"])) == (
+            commit.method, commit.input_hash, commit.baseline_wh)
+
     def submit(self, report: Report) -> Submission:
         d = self.client.deployment
         signed = sign_report(report, key=self._secret, chain_id=d.chain_id, market=d.market)
@@ -184,8 +225,50 @@ class Web3MarketPort:
         return "unknown"
 
     def retry(self) -> int:
-        """Drain Reports kept while the node was unreachable; returns how many are still waiting."""
-        return self.submitter.drain().waiting
+        """Send baseline commitments and drain Reports kept while the node was unreachable;
+        returns how many are still waiting. A commitment whose window has started is given up
+        (the contract would refuse it: BaselineTooLate), with a warning."""
+        for commit in list(self._commits.values()):
+            result = self._send_commit(commit)
+            if result.state == "rejected":
+                log.warning("baseline commitment for window %d rejected: %s", commit.window,
+                            result.error)
+        return self.submitter.drain().waiting + len(self._commits)
+
+    # ---- BiddingPort: the household's bids, placed by its gateway --------------------------
+
+    def terms(self) -> MarketTerms:
+        c = self.client
+        config = c.config()
+        count = c.window_count()
+        announced: tuple[tuple[int, int, int], ...] = ()
+        if count:
+            w = c.window(count)
+            if int(w["state"]) == W_ANNOUNCED:
+                announced = ((count, int(w["start"]), int(w["end"])),)
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        return MarketTerms(chain_now_s=now, deposit_per_kw_mtok=config.deposit_per_kw_mtok,
+                           lockout_s=config.lockout_s, tolerance_bps=config.tolerance_bps,
+                           allowance_mtok=c.allowance(self.household),
+                           balance_mtok=c.balance(self.household), announced=announced)
+
+    def place_bid(self, order: BidOrder) -> int:
+        """placeBidFor(household, ...) from the gateway's account; raises ChainRevert (e.g.
+        ERC20InsufficientAllowance when the deposit exceeds what the household approved)."""
+        bid_id, _ = self.client.place_bid_for(
+            self.bidder, self.household, from_s=order.from_s, to_s=order.to_s,
+            power_w=order.power_w, rated_w=order.rated_w, price_mtok=order.price_mtok)
+        return bid_id
+
+    def withdraw_bid(self, bid_id: int) -> None:
+        self.client.withdraw_bid(self.bidder, bid_id)
+
+    def bids(self) -> list[HeldBid]:
+        """This household's bids: BidPlaced logs (indexed by household) for what was offered,
+        the bid(id) view for what became of each (gateway/chain/household.py, shared with the CLI)."""
+        from gateway.chain.household import household_bids
+
+        return household_bids(self.client, self.household)
 
     def settlement(self, window: int) -> dict[str, Any] | None:
         """After `check`: this household's payment and deposit outcome in the window, else None."""
@@ -240,6 +323,21 @@ class LazyMarketPort:
     def submit(self, report: Report) -> Submission:
         return self._get().submit(report)
 
+    def commit_baseline(self, commit: BaselineCommit) -> Submission:
+        return self._get().commit_baseline(commit)
+
+    def terms(self) -> MarketTerms:
+        return self._get().terms()
+
+    def place_bid(self, order: BidOrder) -> int:
+        return self._get().place_bid(order)
+
+    def withdraw_bid(self, bid_id: int) -> None:
+        self._get().withdraw_bid(bid_id)
+
+    def bids(self) -> list[HeldBid]:
+        return self._get().bids()
+
     def settlement(self, window: int) -> dict[str, Any] | None:
         return self._get().settlement(window)
 
@@ -250,3 +348,11 @@ class LazyMarketPort:
 def _amount(event: Any) -> int:
     return int(event["args"]["amount"])  # BidPaid, DepositRefunded, DepositForfeited (DRMarket.sol)
 
+
+
+if TYPE_CHECKING:  # mypy checks that the real ports have the shapes the loop and bidder expect
+    def _shapes(port: Web3MarketPort, lazy: LazyMarketPort) -> None:
+        _m: MarketPort = port
+        _b: BiddingPort = port
+        _lm: MarketPort = lazy
+        _lb: BiddingPort = lazy

@@ -1,7 +1,10 @@
-"""The gateway's Report: an EIP-712 struct of what a household delivered in a DR window, and its signing.
+"""The gateway's EIP-712 messages to the market: the Report of what a household delivered in a DR
+window, and the Baseline it commits before the window; and their signing.
 
-Field order, names and types are exactly the contract's REPORT_TYPEHASH (DRMarket.sol); the domain is
-("DRMarket", "1", chain id, market address). eth-account is imported only when signing or hashing.
+Field order, names and types are exactly the contract's REPORT_TYPEHASH and BASELINE_TYPEHASH
+(DRMarket.sol); both share the domain ("DRMarket", "1", chain id, market address). Energies are
+signed Wh (int64): a household exporting during a window reports a negative actual energy.
+eth-account is imported only when signing or hashing.
 """
 
 from __future__ import annotations
@@ -18,11 +21,19 @@ REPORT_FIELDS: tuple[tuple[str, str], ...] = (
     ("windowEnd", "uint40"),
     ("baselineMethod", "uint16"),
     ("baselineInputHash", "bytes32"),
-    ("baselineWh", "uint64"),
-    ("actualWh", "uint64"),
+    ("baselineWh", "int64"),
+    ("actualWh", "int64"),
     ("deliveredWh", "int64"),
     ("merkleRoot", "bytes32"),
 )
+BASELINE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("household", "address"),
+    ("window", "uint32"),
+    ("method", "uint16"),
+    ("inputHash", "bytes32"),
+    ("baselineWh", "int64"),
+)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 DOMAIN_NAME = "DRMarket"
 DOMAIN_VERSION = "1"
 
@@ -61,8 +72,39 @@ class SignedReport:
     signer: str
 
 
-def typed_data(report: Report, *, chain_id: int, market: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Baseline:
+    """What a gateway commits before a window (DRMarket.commitBaseline): the baseline method id,
+    the hash of its inputs and the baseline's energy over the window in signed Wh. The window's
+    Report must carry the same three values."""
+
+    household: str
+    window: int
+    method: int
+    input_hash: bytes
+    baseline_wh: int
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """ABI tuple in struct order, for `commitBaseline(Baseline, bytes)`."""
+        return tuple(asdict(self).values())
+
+    def message(self) -> dict[str, Any]:
+        return dict(zip((n for n, _ in BASELINE_FIELDS), self.as_tuple(), strict=True))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedBaseline:
+    """A Baseline with its 65-byte signature by the household's gateway key."""
+
+    baseline: Baseline
+    signature: bytes
+    signer: str
+
+
+def typed_data(report: Report | Baseline, *, chain_id: int, market: str) -> dict[str, Any]:
     """The full EIP-712 message (types, domain, message) for eth-account."""
+    primary, fields = (("Report", REPORT_FIELDS) if isinstance(report, Report)
+                       else ("Baseline", BASELINE_FIELDS))
     return {
         "types": {
             "EIP712Domain": [
@@ -71,22 +113,26 @@ def typed_data(report: Report, *, chain_id: int, market: str) -> dict[str, Any]:
                 {"name": "chainId", "type": "uint256"},
                 {"name": "verifyingContract", "type": "address"},
             ],
-            "Report": [{"name": n, "type": t} for n, t in REPORT_FIELDS],
+            primary: [{"name": n, "type": t} for n, t in fields],
         },
-        "primaryType": "Report",
+        "primaryType": primary,
         "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
                    "verifyingContract": market},
         "message": report.message(),
     }
 
 
-def report_digest(report: Report, *, chain_id: int, market: str) -> bytes:
-    """keccak256(0x1901 || domainSeparator || hashStruct(report)): the 32 bytes that get signed."""
+def report_digest(report: Report | Baseline, *, chain_id: int, market: str) -> bytes:
+    """keccak256(0x1901 || domainSeparator || hashStruct(message)): the 32 bytes that get signed
+    (of a Report or of a Baseline: `baseline_digest` is the same function under its own name)."""
     from eth_account.messages import encode_typed_data
     from eth_utils.crypto import keccak
 
     signable = encode_typed_data(full_message=typed_data(report, chain_id=chain_id, market=market))
     return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+baseline_digest = report_digest
 
 
 def sign_report(report: Report, *, key: bytes, chain_id: int, market: str) -> SignedReport:
@@ -97,3 +143,15 @@ def sign_report(report: Report, *, key: bytes, chain_id: int, market: str) -> Si
         report, chain_id=chain_id, market=market))
     signer = Account.from_key(key).address
     return SignedReport(report=report, signature=bytes(signed.signature), signer=signer)
+
+
+def sign_baseline(baseline: Baseline, *, key: bytes, chain_id: int, market: str) -> SignedBaseline:
+    """Sign a baseline commitment with the gateway's key (the Report's signer, the same domain)."""
+    from eth_account import Account
+
+    if not INT64_MIN <= baseline.baseline_wh <= INT64_MAX:
+        raise ValueError(f"baseline_wh {baseline.baseline_wh} does not fit the contract's int64")
+    signed = Account.sign_typed_data(key, full_message=typed_data(
+        baseline, chain_id=chain_id, market=market))
+    signer = Account.from_key(key).address
+    return SignedBaseline(baseline=baseline, signature=bytes(signed.signature), signer=signer)

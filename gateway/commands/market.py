@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for add in (_add_simulate, _add_deploy, _add_register, _add_announce, _add_phases, _add_status,
                 _add_reputation_sim):
         add(cmds)
+    from gateway.commands import market_household
+
+    market_household.register(cmds)
 
 
 def _add_simulate(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,6 +19,7 @@ from gateway.config.profiles import load_profile
 from gateway.device import config as device_config
 from gateway.device.config import BusConfig, DeviceConfig, DevicesConfig
 from gateway.errors import ConfigError
+from gateway.loop.market_settings import MarketConfig, parse_market
 from gateway.loop.settings import DrConfig, parse_dr
 from gateway.measurement.keyfile import KeyFileError, read_password_file
 from gateway.network.errors import LinkConfigError
@@ -132,6 +133,7 @@ class GatewayConfig:
     chain: ChainConfig | None = None  # [chain]: where this household's Reports go
     dr: DrConfig | None = None  # [dr]: baselines and levers of the closed loop
     metrics: MetricsConfig | None = None  # [metrics]: the Prometheus endpoint, off when None
+    market: MarketConfig | None = None  # [market]: the household's bidding policy (docs/bidding.md)
 
     @property
     def config_hash(self) -> str:
@@ -258,6 +260,8 @@ def parse_config(text: str, *, path: Path) -> GatewayConfig:
     dr = (parse_dr(top.sub("dr"), writable={d.name: {p.name: p for p in d.profile.writable}
                                             for d in devices.devices}, zones=ZoneInfo)
           if "dr" in top else None)
+    market = (parse_market(top.sub("market"), levers=None if dr is None else dr.levers,
+                           chain=chain is not None) if "market" in top else None)
     config = GatewayConfig(
         path=path, key=key, key_password_file=_path(gw, "key_password_file", base),
         # EIP-712's chainId is a uint256 and EIP-155 ids start at 1; TOML integers end at 2**63 - 1.
@@ -266,7 +270,7 @@ def parse_config(text: str, *, path: Path) -> GatewayConfig:
         or "INFO",
         mqtt=_mqtt(top.sub("mqtt"), base), store=store,
         operators=tuple(a.lower() for a in allow), devices=devices, text=text, chain=chain, dr=dr,
-        metrics=parse_metrics(top.sub("metrics")),
+        metrics=parse_metrics(top.sub("metrics")), market=market,
     )
     gw.reject_unknown()
     top.reject_unknown()

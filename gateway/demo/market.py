@@ -16,7 +16,7 @@ from typing import Any
 from gateway.chain.market_client import MarketClient, MarketConfig, decoder, deploy
 from gateway.chain.node import ChainNode, fund
 from gateway.chain.outbox import ChainOutbox
-from gateway.chain.report import Report, sign_report
+from gateway.chain.report import Baseline, Report, sign_baseline, sign_report
 from gateway.chain.sender import TxSender
 from gateway.chain.submit import ReportSubmitter
 from gateway.market import model as m
@@ -115,7 +115,25 @@ class DemoMarket:
                    realtime_micro=REALTIME_MICRO, omega_milli=OMEGA_MILLI, mode=m.Mode.SHIFT.value)
         window = c.window_count()
         c.clear(self.op, window)
+        self._neighbour_baselines(window)
         return window, c.window(window)
+
+    def _neighbour_baselines(self, window: int) -> None:
+        """The winning neighbours' gateways commit their baselines before the window starts (the
+        contract refuses a Report without one); the aggregator relays the commitments."""
+        c, w = self.market, self.market.window(window)
+        if int(w["state"]) != 2:  # voided: nobody reports
+            return
+        seconds = int(w["end"]) - int(w["start"])
+        for bid in NEIGHBOURS:
+            if int(c.bid(self.bid_ids[bid.household])["awardW"]) <= 0:
+                continue
+            signed = sign_baseline(Baseline(
+                household=self.wallets[bid.household].address, window=window, method=0,
+                input_hash=bytes(32), baseline_wh=_baseline_wh(bid, seconds)),
+                key=self.gateway_keys[bid.household], chain_id=c.deployment.chain_id,
+                market=c.deployment.market)
+            c.commit_baseline(self.aggregator, signed)
 
     def awards(self) -> dict[str, int]:
         return {name: int(self.market.bid(bid_id)["awardW"]) for name, bid_id in self.bid_ids.items()}
@@ -129,7 +147,7 @@ class DemoMarket:
             award = int(c.bid(self.bid_ids[bid.household])["awardW"])
             if award <= 0:
                 continue
-            baseline_wh = (round(bid.rated_kw * 1000) + 1500) * seconds // 3600  # + house load
+            baseline_wh = _baseline_wh(bid, seconds)
             delivered = award * seconds // 3600 + 1
             report = Report(
                 household=self.wallets[bid.household].address, window=window, seq_from=1,
@@ -148,3 +166,8 @@ class DemoMarket:
         self.node.set_next_timestamp(int(w["end"]) + self.grace_s + 1)
         self.market.settle(self.op, window)
         self.market.check(self.op, window)
+
+
+def _baseline_wh(bid: DemoBid, seconds: int) -> int:
+    """A neighbour's simulated baseline over the window: its rated load plus 1.5 kW of house load."""
+    return (round(bid.rated_kw * 1000) + 1500) * seconds // 3600

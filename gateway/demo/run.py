@@ -95,9 +95,11 @@ def _config_text(*, home: Any, key: Path, broker: str, speed: float, levers: tup
         lines += ["[[device]]", f'name = "{info.name}"', f'profile = "{info.profile}"',
                   f'bus = "{buses[f"{info.transport}:{info.address}"]}"', f"unit = {info.unit}",
                   "timeout = 0.5"] + ([f'role = "{role}"'] if role else [])
-    lead_min = LOCKOUT_S / speed / 60
-    # the gateway starts with the demo, so of the 1-minute pre-event period it sees only the lockout
-    # (less up to one 5 s slot: the period ends at a slot boundary); ask for half of that, 25 % at most
+    # The gateway starts with the demo, so it measures only during the lockout. Its baseline is
+    # committed at NEAR, lead_minutes before the start, from the pre-event minute that ends there
+    # (docs/baselines.md, "Committed baselines"): halfway through the lockout it has seen half of it
+    # (less up to one 5 s slot, the period ends on the grid); ask for half of that, 25 % at most.
+    lead_min = LOCKOUT_S / speed / 60 / 2
     coverage = min(0.25, lead_min / 2)
     lines += [
         "[dr]", 'baseline = "pre_event"', "pre_event_minutes = 1", f"lead_minutes = {lead_min:.3f}",

@@ -17,13 +17,17 @@ from gateway.measurement.eip712 import keccak256
 
 HASH_TAG = b"drgw-baseline/1"  # a fixed UTC offset (UTC included); bump with any encoding change
 ZONE_TAG = b"drgw-baseline/2"  # the same, with a named time zone in place of the offset
+CUT_TAG = b"drgw-baseline/3"  # prefix of /1 or /2 for a committed baseline: with its inputs' end
 
 
 def input_hash(*, spec: BaselineSpec, history: History, window_start_s: int, window_end_s: int,
-               days: Iterable[dt.date], read: Iterable[Slot]) -> bytes:
-    """keccak256 of the encoding; `read` is every slot the method looked at (any order)."""
+               days: Iterable[dt.date], read: Iterable[Slot], inputs_end_s: int | None = None) -> bytes:
+    """keccak256 of the encoding; `read` is every slot the method looked at (any order).
+    `inputs_end_s` (a committed baseline's cut-off, on the slot grid) is prefixed with its own tag,
+    so baselines computed without one keep their hash."""
     tag, calendar = _calendar(history)
-    parts = [tag, struct.pack(">Hqqi", spec.method, window_start_s, window_end_s, history.slot_s),
+    cut = [] if inputs_end_s is None else [CUT_TAG, struct.pack(">q", inputs_end_s)]
+    parts = [*cut, tag, struct.pack(">Hqqi", spec.method, window_start_s, window_end_s, history.slot_s),
              calendar]
     params = spec.resolved()
     parts.append(struct.pack(">H", len(params)))

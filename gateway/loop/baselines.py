@@ -40,6 +40,7 @@ class Baseline:
     input_hash: bytes
     days_used: tuple[dt.date, ...] = ()
     adjustment: float = 1.0
+    inputs_end_s: int | None = None  # no history slot ending after this was read (the commit time)
 
     @property
     def first_slot_s(self) -> int:
@@ -79,16 +80,19 @@ class _Day:
 class _Reader:
     """Slot lookup over one History that remembers every slot it returned: those go into the input hash."""
 
-    __slots__ = ("by_start", "read", "slot_s")
+    __slots__ = ("by_start", "cut_s", "read", "slot_s")
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, cut_s: int | None = None) -> None:
         self.slot_s = history.slot_s
         self.by_start = {slot.start_s: slot for slot in history.slots}
         self.read: set[int] = set()
+        self.cut_s = cut_s  # a slot that ends after it is not an input (measured after the commit)
 
     def get(self, start_s: int) -> Slot | None:
         slot = self.by_start.get(start_s)
         if slot is None or slot.coverage <= 0.0:
+            return None
+        if self.cut_s is not None and start_s + self.slot_s > self.cut_s:
             return None
         self.read.add(start_s)
         return slot
@@ -122,10 +126,16 @@ class _Job:
     history: History
     start_s: int
     end_s: int
+    cut_s: int | None = None
 
     @property
     def first_s(self) -> int:
         return self.start_s - self.start_s % self.history.slot_s
+
+    @property
+    def inputs_end_s(self) -> int:
+        """Where measured inputs end: the window's first slot, or the commit's slot if earlier."""
+        return self.first_s if self.cut_s is None else min(self.first_s, self.cut_s)
 
     @property
     def starts(self) -> range:
@@ -145,15 +155,24 @@ class _Job:
                                    f"{self.history.local_text(self.start_s)} (local): {what}")
 
 
-def compute(spec: BaselineSpec, history: History, *, window_start_s: int, window_end_s: int) -> Baseline:
-    """The baseline `spec` asks for over [window_start_s, window_end_s), from `history` alone."""
-    for name, value in (("window_start_s", window_start_s), ("window_end_s", window_end_s)):
+def compute(spec: BaselineSpec, history: History, *, window_start_s: int, window_end_s: int,
+            inputs_end_s: int | None = None) -> Baseline:
+    """The baseline `spec` asks for over [window_start_s, window_end_s), from `history` alone.
+
+    `inputs_end_s` (the commit time) makes it a baseline fixed before the window: only history slots
+    that ended by then (on the slot grid) are read, and PRE_EVENT's period ends there
+    (docs/baselines.md, "Committed baselines")."""
+    for name, value in (("window_start_s", window_start_s), ("window_end_s", window_end_s),
+                        ("inputs_end_s", window_start_s if inputs_end_s is None else inputs_end_s)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{name} must be an integer of unix seconds, got {value!r}")
     if window_end_s <= window_start_s:
         raise ValueError(f"window_end_s ({window_end_s}) must be after window_start_s ({window_start_s})")
-    job = _Job(spec=spec, history=history, start_s=window_start_s, end_s=window_end_s)
-    reader = _Reader(history)
+    # a contracted curve reads no measurement: nothing to cut, and its hash stays the curve's own
+    measured = inputs_end_s is not None and spec.method is not Method.CONTRACTED
+    cut = inputs_end_s - inputs_end_s % history.slot_s if measured and inputs_end_s is not None else None
+    job = _Job(spec=spec, history=history, start_s=window_start_s, end_s=window_end_s, cut_s=cut)
+    reader = _Reader(history, cut)
     days: tuple[dt.date, ...] = ()
     adjustment = 1.0
     if spec.method is Method.CONTRACTED:
@@ -171,14 +190,17 @@ def compute(spec: BaselineSpec, history: History, *, window_start_s: int, window
         values, days, adjustment = _day_matched(job, reader)
     return Baseline(method=spec.method, window_start_s=window_start_s, window_end_s=window_end_s,
                     slot_s=history.slot_s, slots_w=tuple(values), days_used=days, adjustment=adjustment,
+                    inputs_end_s=cut,
                     input_hash=input_hash(spec=spec, history=history, window_start_s=window_start_s,
-                                          window_end_s=window_end_s, days=days, read=reader.slots_read()))
+                                          window_end_s=window_end_s, days=days, read=reader.slots_read(),
+                                          inputs_end_s=cut))
 
 
 def _pre_event(job: _Job, reader: _Reader) -> tuple[float, ...]:
     # The period ends at the start of the window's first slot, never inside it: that slot's average
-    # already holds load from the event itself when the window starts mid-slot.
-    b = job.first_s
+    # already holds load from the event itself when the window starts mid-slot. A committed baseline
+    # ends it at the commit instead: only measurements made before the commitment are its inputs.
+    b = job.inputs_end_s
     a = b - int(job.spec.param("minutes")) * 60
     coverage, mean = reader.period(a, b)
     if mean is None or coverage < job.spec.param("min_coverage"):

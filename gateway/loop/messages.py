@@ -7,6 +7,7 @@ is how a restart gets an event's baseline back from the journal.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -64,8 +65,10 @@ def spec_from_json(data: Any) -> object:
 
 # ------------------------------------------------------------------------------------------------ out
 
-def describe(event: DrEvent, state: EventState, baseline: bl.Baseline | None) -> dict[str, Any]:
-    """The event as journalled and published (`dr_event`); with its baseline once it is active."""
+def describe(event: DrEvent, state: EventState, baseline: bl.Baseline | None,
+             commitment: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The event as journalled and published (`dr_event`); with its baseline once it is fixed (a
+    market event's at its commitment, any other at its start) and the commitment's chain state."""
     body: dict[str, Any] = {
         "event_id": event.event_id, "state": state.value, "source": event.source.value,
         "window": event.window, "start_s": event.start_s, "end_s": event.end_s,
@@ -74,12 +77,31 @@ def describe(event: DrEvent, state: EventState, baseline: bl.Baseline | None) ->
         "modification": event.modification, "event": event.as_json(encode_baseline=spec_json),
     }
     if baseline is not None:
-        b = baseline
-        body["baseline"] = {"method": NAMES[b.method], "method_id": int(b.method),
-                            "input_hash": "0x" + b.input_hash.hex(), "slot_s": b.slot_s,
-                            "window_start_s": b.window_start_s, "slots_w": list(b.slots_w),
-                            "days_used": [d.isoformat() for d in b.days_used]}
+        body["baseline"] = baseline_json(baseline)
+    if commitment is not None:
+        body["commitment"] = dict(commitment)
     return body
+
+
+def baseline_json(b: bl.Baseline) -> dict[str, Any]:
+    """Everything of a Baseline, so a restart reads back the committed one instead of recomputing
+    it (JSON floats round-trip exactly, so its energy and hence baselineWh are the same)."""
+    return {"method": NAMES[b.method], "method_id": int(b.method),
+            "input_hash": "0x" + b.input_hash.hex(), "slot_s": b.slot_s,
+            "window_start_s": b.window_start_s, "window_end_s": b.window_end_s,
+            "slots_w": list(b.slots_w), "days_used": [d.isoformat() for d in b.days_used],
+            "adjustment": b.adjustment, "inputs_end_s": b.inputs_end_s}
+
+
+def baseline_from_json(data: Mapping[str, Any]) -> bl.Baseline:
+    """The inverse of `baseline_json`; KeyError or ValueError for a body written without one."""
+    return bl.Baseline(
+        method=bl.Method(int(data["method_id"])), window_start_s=int(data["window_start_s"]),
+        window_end_s=int(data["window_end_s"]), slot_s=int(data["slot_s"]),
+        slots_w=tuple(float(w) for w in data["slots_w"]),
+        input_hash=bytes.fromhex(str(data["input_hash"]).removeprefix("0x")),
+        days_used=tuple(dt.date.fromisoformat(d) for d in data["days_used"]),
+        adjustment=float(data["adjustment"]), inputs_end_s=data.get("inputs_end_s"))
 
 
 def live(event_id: str, t: float, watts: float, state: CheckState) -> dict[str, Any]:

@@ -7,6 +7,11 @@ Everything that happens is journalled before it is published: an event's version
 the window (the trace), each action with its outcome, the verdict and the Report. A restart resumes
 an active event from the journal (the checker replays the trace, the policy its snapshot), so the
 points it touched are still restored after the window.
+
+A market window's baseline is fixed before it starts: at NEAR (`[dr] lead_minutes` before the start,
+or at once for an award that arrives later) the loop computes it from the measurements made so far,
+journals it and commits it on chain (market_link.py). That Baseline is the window's, for the checker,
+the verdict and the Report; a restart reads it back from the journal, never recomputes it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from gateway.chain.port import Award, MarketPort
 from gateway.errors import DrgwError
 from gateway.loop import baselines as bl
 from gateway.loop import messages
+from gateway.loop.baseline_inputs import compute_for
 from gateway.loop.checker import LiveChecker, SampleError
 from gateway.loop.events import DrEvent, EventBook, EventRejected, EventSource, EventState, Transition
 from gateway.loop.history import SlotAccumulator
@@ -67,6 +73,7 @@ class DrLoop:
                               max_window_s=config.max_window_minutes * 60)
         self.slots = SlotAccumulator(slot_s=config.slot_s, max_gap_s=max(3.0 * config.slot_s, 30.0))
         self.active: dict[str, ActiveEvent] = {}
+        self.fixed: dict[str, bl.Baseline] = {}  # market events' committed baselines, by event id
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.market_link = MarketLink(self, log=log)
@@ -89,6 +96,8 @@ class DrLoop:
         if act is not None and change.state is EventState.ACTIVE:
             act.checker.retarget(held)  # a new end, award or tolerance counts from now on
             act.event = held
+        if change.state is EventState.CANCELLED:
+            self._forget(held.event_id)
         if change.state is EventState.CANCELLED and held.event_id in self.active:
             self._spawn(self._finish_cancelled(held.event_id), f"cancel {held.event_id}")
         self.wake.set()
@@ -229,19 +238,38 @@ class DrLoop:
         self._save(event, tr.state, policy=snapshot if live else None)
         self.publish({"type": "dr_state", "event_id": tr.event_id, "from": tr.previous.value,
                       "to": tr.state.value, "at": tr.at_s})
-        if tr.state is EventState.ACTIVE:
+        if tr.state is EventState.NEAR and event.source is EventSource.CHAIN and self.market:
+            await self._fix_baseline(event)
+        elif tr.state is EventState.ACTIVE:
             await self._start(event, snapshot)
         elif tr.state is EventState.COMPLETED:
             await self._complete(event)
 
     # ----------------------------------------------------------------------------- the window
 
-    async def _start(self, event: DrEvent, snapshot: Mapping[str, Any] | None) -> None:
-        try:
-            baseline = self._baseline(event)
-        except (bl.BaselineUnavailable, ValueError) as exc:
-            self._fail(event, f"no baseline: {exc}")
+    async def _fix_baseline(self, event: DrEvent) -> None:
+        """A market window's baseline, from the measurements made until now, journalled and then
+        committed (docs/baselines.md, "Committed baselines"). Held already after a restart."""
+        if event.event_id in self.fixed:
             return
+        try:
+            baseline = self._baseline(event, inputs_end_s=int(self.clock()))
+        except (bl.BaselineUnavailable, ValueError) as exc:
+            self._fail(event, f"no baseline to commit: {exc}")
+            return
+        self.fixed[event.event_id] = baseline
+        self.resave(event.event_id)
+        await self.market_link.commit(event, baseline)
+
+    async def _start(self, event: DrEvent, snapshot: Mapping[str, Any] | None) -> None:
+        baseline = self.fixed.get(event.event_id)
+        if baseline is None or (baseline.window_start_s, baseline.window_end_s) != (
+                event.start_s, event.end_s):
+            try:
+                baseline = self._baseline(event)
+            except (bl.BaselineUnavailable, ValueError) as exc:
+                self._fail(event, f"no baseline: {exc}")
+                return
         levers, hold, way = self.config.levers, self.config.hold_off_s, event.direction
         policy = (ActionPolicy.resume(levers, snapshot, direction=way, hold_off_s=hold) if snapshot
                   else ActionPolicy(levers, direction=way, hold_off_s=hold))
@@ -256,27 +284,10 @@ class DrLoop:
                     messages.NAMES[baseline.method], baseline.energy_wh() * 3600 / event.seconds,
                     event.award_w, extra=ALWAYS)
 
-    def _baseline(self, event: DrEvent) -> bl.Baseline:
-        spec = event.baseline
-        if not isinstance(spec, bl.BaselineSpec):
-            raise ValueError(f"event {event.event_id} carries no baseline spec")
-        slot_s = self.config.slot_s
-        lookback = 0
-        for name in ("lookback_days", "y", "days"):
-            with contextlib.suppress(KeyError):
-                lookback = max(lookback, int(spec.param(name)) * 2 + 10)
-        start = event.start_s - max(lookback, 2) * 86400
-        slots = self.journal.slots(self.main or "", slot_s=slot_s, start_s=start, end_s=event.start_s)
-        slots += self.slots.open_view(event.start_s)
-        history = bl.History(slot_s=slot_s, slots=tuple(
-            bl.Slot(start_s=s.start_s, avg_w=s.avg_w, coverage=s.coverage) for s in slots),
-            time_zone=self.zone, event_days=frozenset(self._event_days(event)))
-        return bl.compute(spec, history, window_start_s=event.start_s, window_end_s=event.end_s)
-
-    def _event_days(self, event: DrEvent) -> list[dt.date]:
-        """The local dates of the other events before this one: no baseline day is taken from them."""
-        return [dt.datetime.fromtimestamp(e.start_s, self.zone).date() for e in self.book.events()
-                if e.event_id != event.event_id and not e.cancelled and e.start_s < event.start_s]
+    def _baseline(self, event: DrEvent, *, inputs_end_s: int | None = None) -> bl.Baseline:
+        return compute_for(event, journal=self.journal, open_slots=self.slots, device=self.main or "",
+                           slot_s=self.config.slot_s, zone=self.zone, others=self.book.events(),
+                           inputs_end_s=inputs_end_s)
 
     async def _complete(self, event: DrEvent) -> None:
         await self._settle_actions(event.event_id)
@@ -284,10 +295,8 @@ class DrLoop:
         if act is None:
             return
         await self._restore_points(act)
+        self._forget(event.event_id)
         verdict = judge(event, act.checker.final(), act.baseline)
-        if verdict.clamped:
-            log.warning("DR event %s: the household exported on balance; its energies were clamped "
-                        "at 0 Wh for the Report (docs/closed-loop.md)", event.event_id)
         signed = None
         if event.source is EventSource.CHAIN and self.market is not None:
             signed = report(event, verdict, household=self.market.household,
@@ -306,9 +315,13 @@ class DrLoop:
                     "performed" if verdict.performed else "SHORT", extra=ALWAYS)
 
     def _fail(self, event: DrEvent, reason: str) -> None:
-        self.errors.append(f"{event.event_id}: {reason}")
-        log.error("DR event %s: %s", event.event_id, reason)
-        self.publish({"type": "dr_error", "event_id": event.event_id, "reason": reason})
+        self.fail(event.event_id, reason)
+
+    def fail(self, event_id: str, reason: str) -> None:
+        """Log and publish (`dr_error`) what went wrong with an event."""
+        self.errors.append(f"{event_id}: {reason}")
+        log.error("DR event %s: %s", event_id, reason)
+        self.publish({"type": "dr_error", "event_id": event_id, "reason": reason})
 
     # ----------------------------------------------------------------------------- the market
 
@@ -325,9 +338,21 @@ class DrLoop:
                                 state=state.value, start_s=event.start_s, end_s=event.end_s,
                                 body=body, now_ms=_ms(self.clock()))
 
+    def resave(self, event_id: str) -> None:
+        """Journal the event again as it stands (its baseline, commitment), keeping its policy."""
+        prior = self.journal.event(event_id)
+        policy = prior.body.get("policy") if prior is not None else None
+        self._save(self.book.event(event_id), self.book.state(event_id), policy=policy)
+
+    def _forget(self, event_id: str) -> None:
+        self.fixed.pop(event_id, None)
+        self.market_link.forget(event_id)
+
     def _describe(self, event: DrEvent, state: EventState) -> dict[str, Any]:
         act = self.active.get(event.event_id)
-        return messages.describe(event, state, None if act is None else act.baseline)
+        baseline = act.baseline if act is not None else self.fixed.get(event.event_id)
+        return messages.describe(event, state, baseline,
+                                 self.market_link.commitments.get(event.event_id))
 
     def _restore(self) -> None:
         now = self.clock()
@@ -336,6 +361,10 @@ class DrLoop:
         for row in rows:
             try:
                 events.append(DrEvent.from_json(row.body["event"], decode_baseline=messages.spec_from_json))
+                if events[-1].source is EventSource.CHAIN and "baseline" in row.body:
+                    # fixed before the window: the window's baseline, read back, never recomputed
+                    self.fixed[row.event_id] = baseline = messages.baseline_from_json(row.body["baseline"])
+                    self.market_link.restore(events[-1], baseline, row.body.get("commitment"))
             except (EventRejected, KeyError, ValueError) as exc:
                 log.error("DR journal: event %s not restored: %s", row.event_id, exc)
         self.book.restore(events, now)

@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.errors import ConfigError, ProfileError
 from gateway.loop.baseline_spec import BaselineSpec, Method
+from gateway.loop.contracted import MAX_W, parse_time_of_day
 from gateway.loop.policy import Lever
 from gateway.perception.profiles import Point
 from gateway.schema import Fields
@@ -38,6 +39,8 @@ class DrConfig:
     slot_s: int = 60  # load history granularity (baselines are computed from these slots)
     baseline_params: tuple[tuple[str, float], ...] = ()  # passed to the method, e.g. min_coverage
     time_zone: str = DEFAULT_TIME_ZONE  # IANA name: the local days and weekdays of day-matched baselines
+    # [dr.contracted]: (second of the local day, W) by time, the contracted curve of market awards
+    contracted: tuple[tuple[int, float], ...] = ()
 
 
 def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]],
@@ -62,6 +65,7 @@ def parse_dr(f: Fields, *, writable: Mapping[str, Mapping[str, Point]],
         levers=levers,
         slot_s=f.optional_int("slot_s", minimum=1, maximum=3600, unit="seconds", default=60),
         baseline_params=_params(f.sub("baseline_params"), baseline), time_zone=_time_zone(f, zones),
+        contracted=_contracted(f.sub("contracted")),
     )
     f.reject_unknown()
     return cfg
@@ -76,6 +80,19 @@ def _time_zone(f: Fields, zones: Callable[[str], dt.tzinfo]) -> str:
                "such as 'Europe/Berlin' or 'America/New_York' (`timedatectl list-timezones` lists them) "
                "or 'UTC'; if the name is right, install the tz database (apt-get install tzdata)")
     return name
+
+
+def _contracted(f: Fields) -> tuple[tuple[int, float], ...]:
+    """`"HH:MM" = W` pairs: the curve from each local time of day on (docs/baselines.md)."""
+    points = []
+    for key in list(f._data):
+        try:
+            at = parse_time_of_day(key)
+        except ValueError as exc:
+            f.fail(key, f"{exc}; each key of [dr.contracted] is a local time of day")
+        points.append((at, f.require_number(key, minimum=-MAX_W, maximum=MAX_W, unit="W")))
+    f.reject_unknown()
+    return tuple(sorted(points))
 
 
 def _params(f: Fields, baseline: str) -> tuple[tuple[str, float], ...]:

@@ -7,8 +7,10 @@ the award, by `gateway.market.model.verdict`. Energies become whole Wh here, onc
   baseline's inputs, which the Report commits to by hash);
 - actualWh = the measured energy over the covered time + the baseline's energy over the missing
   time: a gap in the data delivers nothing, neither credit nor penalty beyond its lost response;
-- both rounded down to whole Wh (toward zero, like every division of the contract) and clamped to
-  uint64 (a net-exporting household cannot report negative energy: `clamped`, docs/closed-loop.md);
+- both signed (int64: a household exporting during the window reports a negative energy and is
+  credited fully) and rounded down to whole Wh, i.e. toward minus infinity for negative energies too:
+  floor(x + n) = floor(x) + n, so delivered = floor(B) - floor(A) does not depend on where zero lies
+  (toward-zero would make the bucket around 0 two Wh wide); docs/closed-loop.md, "Verdict";
 - deliveredWh = baselineWh - actualWh (REDUCE) or actualWh - baselineWh (INCREASE), which is the
   contract's consistency rule (ReportInconsistent otherwise).
 
@@ -29,7 +31,7 @@ from gateway.loop.events import Direction, DrEvent
 from gateway.market.model import Outcome, delivered_wh, verdict
 from gateway.measurement import merkle
 
-UINT64_MAX = 2**64 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the Report's baselineWh / actualWh (DRMarket.sol)
 # Float sums of Wh carry noise of ~1e-12 Wh; without this 1000 Wh computed as 999.9999999999 would
 # round down to 999. A µWh is far below any meter's resolution.
 _NOISE_WH = 1e-6
@@ -52,14 +54,17 @@ class Verdict:
     performed: bool
     shortfall_wh: int
     coverage: float
-    clamped: bool  # an energy was negative (net export) and went into its uint64 field as 0
 
 
 def whole_wh(energy_wh: float) -> int:
-    """Round an energy down to whole Wh for a uint64 Report field (clamped to 0 .. 2^64-1)."""
+    """An energy (signed: negative is net export) in whole Wh for an int64 Report field: floor, for
+    either sign. Outside int64 it is an error, never clamped (a meter cannot get there: 2^63 Wh)."""
     if not math.isfinite(energy_wh):
         raise ValueError(f"energy {energy_wh} Wh is not finite")
-    return min(max(math.floor(energy_wh + _NOISE_WH), 0), UINT64_MAX)
+    whole = math.floor(energy_wh + _NOISE_WH)
+    if not INT64_MIN <= whole <= INT64_MAX:
+        raise ValueError(f"energy {energy_wh:g} Wh does not fit the Report's int64 field")
+    return whole
 
 
 def required_wh(award_w: int, seconds: int, tolerance_bps: int) -> int:
@@ -83,7 +88,6 @@ def judge(event: DrEvent, final_state: CheckState, baseline: BaselineLike) -> Ve
         delivered_wh=delivered, award_w=event.award_w, seconds=event.seconds,
         tolerance_bps=event.tolerance_bps, required_wh=required, performed=performed,
         shortfall_wh=max(0, required - delivered), coverage=final_state.coverage,
-        clamped=min(full_baseline_wh, actual_filled_wh) < 0,
     )
 
 

@@ -3,12 +3,14 @@
 Pure integer arithmetic in exactly the contract's units (docs/market.md), so that a differential test
 can demand identical results from the EVM and from this module:
 
-- power in W, signed (negative = reduce load); energy in Wh; time in unix seconds;
+- power in W, signed (negative = reduce load); energy in Wh, signed (int64: a household exporting
+  during a window has a negative actual energy); time in unix seconds;
 - money in milli-tokens (mtok, the token's base unit, 3 decimals); prices in mtok/kWh;
 - currency prices in micro-currency/kWh; the token rate in mtok per currency unit;
 - omega (discomfort sensitivity) in mtok/kWh per kW; tolerance in basis points.
 
-Every division rounds toward zero, and every operand is non-negative, so `//` matches Solidity.
+Every division rounds toward zero, and every operand is non-negative, so `//` matches Solidity
+(energies are only added and compared, never divided).
 Reputation rules live in `gateway.market.reputation`.
 """
 
@@ -201,8 +203,40 @@ def payment_mtok(clearing_price_mtok: int, award_w: int, seconds: int) -> int:
 
 
 def delivered_wh(*, reduce: bool, baseline_wh: int, actual_wh: int) -> int:
-    """Response in the wanted direction; the contract rejects a Report whose value differs."""
+    """Response in the wanted direction; the contract rejects a Report whose value differs.
+    Signed throughout: exporting (actual < 0) during a reduce window counts in full."""
     return baseline_wh - actual_wh if reduce else actual_wh - baseline_wh
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commitment:
+    """A household's baseline committed before a window (DRMarket.commitBaseline)."""
+
+    method: int
+    input_hash: bytes
+    baseline_wh: int
+
+
+def commit_refusal(*, window_state: int, now_s: int, start_s: int) -> str:
+    """Why the contract refuses a baseline commitment now ("" = accepted; a later one replaces an
+    earlier one). States are the contract's: 1 announced, 2 cleared."""
+    if window_state == 0:
+        return "UnknownWindow"
+    if window_state not in (1, 2):
+        return "BaselineWindowClosed"
+    return "BaselineTooLate" if now_s >= start_s else ""
+
+
+def report_refusal(*, reduce: bool, commitment: Commitment | None, method: int, input_hash: bytes,
+                   baseline_wh: int, actual_wh: int, delivered: int) -> str:
+    """The contract's baseline and energy checks of a Report, in its order ("" = they pass)."""
+    if commitment is None:
+        return "BaselineNotCommitted"
+    if (commitment.method, commitment.input_hash, commitment.baseline_wh) != (
+            method, input_hash, baseline_wh):
+        return "BaselineMismatch"
+    expected = delivered_wh(reduce=reduce, baseline_wh=baseline_wh, actual_wh=actual_wh)
+    return "" if expected == delivered else "ReportInconsistent"
 
 
 def verdict(delivered: int | None, award_w: int, seconds: int, tolerance_bps: int) -> Outcome:

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.chain.market_client import MarketClient, MarketConfig, decoder, deploy
 from gateway.chain.node import ChainNode, embedded, fund
 from gateway.chain.outbox import ChainOutbox
-from gateway.chain.report import Report, sign_report
+from gateway.chain.report import Baseline, Report, sign_baseline, sign_report
 from gateway.chain.sender import TxSender
 from gateway.chain.submit import ReportSubmitter
 from gateway.errors import DrgwError
@@ -166,14 +166,22 @@ def _report(run: _Run, client: MarketClient, window: int, state: dict[str, Any],
             chain_ids: dict[str, int]) -> None:
     """Each winner's gateway signs its measured response; the aggregator relays the Reports."""
     s = run.s
-    run.at(s.end_s)
-    submitter = ReportSubmitter(outbox=run.outbox, client=client, sender=run.relayer)
+    reports = []
     for name in s.households:
         mine = [b for b in s.bids if b.household == name]
         won = [b for b in mine if client.bid(chain_ids[b.key])["awardW"] > 0]
-        if not won:
-            continue
-        report = _household_report(s, run.wallets[name].address, window, state, mine, won)
+        if won:
+            reports.append((name, _household_report(s, run.wallets[name].address, window, state,
+                                                    mine, won)))
+    d = client.deployment
+    for name, report in reports:  # baselines are committed before the window starts
+        client.commit_baseline(run.relayer, sign_baseline(Baseline(
+            household=report.household, window=window, method=report.baseline_method,
+            input_hash=report.baseline_input_hash, baseline_wh=report.baseline_wh),
+            key=run.gateways[name], chain_id=d.chain_id, market=d.market))
+    run.at(s.end_s)
+    submitter = ReportSubmitter(outbox=run.outbox, client=client, sender=run.relayer)
+    for name, report in reports:
         submitter.queue(sign_report(report, key=run.gateways[name],
                                     chain_id=client.deployment.chain_id,
                                     market=client.deployment.market))

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from gateway.chain.port import (
     Award,
     BaselineCommit,
-    BidOrder,
     BiddingPort,
+    BidOrder,
     HeldBid,
     MarketPort,
     MarketTerms,
@@ -32,12 +32,21 @@ class FakeMarketPort:
     reports: list[Report] = field(default_factory=list)
     rejected: list[tuple[Report, str]] = field(default_factory=list)
     settlements: dict[int, dict[str, Any]] = field(default_factory=dict)
+    commit_error: str | None = None  # set: every commitment is rejected with this reason
+    queue_commits: int = 0  # this many commitments come back "queued" (node down) before one lands
+    commit_calls: list[BaselineCommit] = field(default_factory=list)
 
     def poll_awards(self) -> list[Award]:
         out, self.awards = self.awards, []
         return out
 
     def commit_baseline(self, commit: BaselineCommit) -> Submission:
+        self.commit_calls.append(commit)
+        if self.commit_error is not None:
+            return Submission(state="rejected", report_id=0, error=self.commit_error)
+        if self.queue_commits > 0:
+            self.queue_commits -= 1
+            return Submission(state="queued", report_id=0)
         self.commits[commit.window] = commit
         return Submission(state="accepted", report_id=0)
 

@@ -37,7 +37,7 @@ def test_a_full_window_in_contract_units() -> None:
     assert (v.baseline_wh, v.actual_wh, v.delivered_wh) == (500, 183, 317)  # 183.33 rounds down
     assert (v.award_w, v.seconds, v.tolerance_bps, v.window) == (2000, 600, 500, 7)
     assert v.required_wh == 317  # ceil(316.67)
-    assert v.performed and v.shortfall_wh == 0 and v.coverage == 1.0 and not v.clamped
+    assert v.performed and v.shortfall_wh == 0 and v.coverage == 1.0
     # one Wh less is short, by one Wh
     short = judge(ev, replace(checker.final(), actual_wh=184.0), baseline)
     assert (short.delivered_wh, short.performed, short.shortfall_wh) == (316, False, 1)
@@ -63,23 +63,39 @@ def test_increase_and_negative_energies() -> None:
     feed(checker, [(t, 2000.0) for t in range(10_000, 10_601, 10)])
     v = judge(ev, checker.final(), baseline)
     assert (v.baseline_wh, v.actual_wh, v.delivered_wh, v.performed) == (83, 333, 250, True)
-    # a net-exporting household: uint64 fields cannot go below zero (docs/closed-loop.md)
+    # a net-exporting household: signed int64 energies, floored (docs/closed-loop.md, "Verdict")
     exporting = LiveChecker(event(), StepBaseline([-200.0]), now_s=10_000)
     feed(exporting, [(t, -3000.0) for t in range(10_000, 10_601, 10)])
     v = judge(event(), exporting.final(), StepBaseline([-200.0]))
-    assert (v.baseline_wh, v.actual_wh, v.delivered_wh, v.performed, v.clamped) == (0, 0, 0, False, True)
+    # baseline -200 W x 600 s = -33.33 Wh -> floor -34; actual -3000 W x 600 s = -500 Wh;
+    # delivered = -34 - (-500) = 466 >= required 317
+    assert (v.baseline_wh, v.actual_wh, v.delivered_wh, v.performed) == (-34, -500, 466, True)
+
+
+def test_a_pv_household_exporting_in_the_window_is_credited_fully() -> None:
+    """Baseline 1500 W import, the household exports 600 W through the window: 1500 x 600 / 3600 =
+    250 Wh against -600 x 600 / 3600 = -100 Wh, so it delivered 350 Wh (>= 317 required). Clamped at
+    0 as before, actual would have been 0 and delivered 250: short."""
+    ev, baseline = event(), StepBaseline([1500.0])
+    checker = LiveChecker(ev, baseline, now_s=ev.start_s)
+    feed(checker, [(t, -600.0) for t in range(10_000, 10_601, 5)])
+    v = judge(ev, checker.final(), baseline)
+    assert (v.baseline_wh, v.actual_wh, v.delivered_wh, v.performed) == (250, -100, 350, True)
 
 
 def test_whole_wh_absorbs_float_noise_but_not_real_fractions() -> None:
     assert whole_wh(sum([0.1] * 10) * 100) == 100  # 99.99999999999999
-    assert whole_wh(99.9999) == 99 and whole_wh(-5.0) == 0 and whole_wh(2.0**70) == 2**64 - 1
+    assert whole_wh(99.9999) == 99 and whole_wh(-5.0) == -5
+    assert whole_wh(-0.5) == -1 and whole_wh(-33.4) == -34  # floor for negatives too, not toward zero
+    with pytest.raises(ValueError, match="int64"):
+        whole_wh(2.0**70)
     with pytest.raises(ValueError, match="not finite"):
         whole_wh(float("inf"))
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    baseline_w=st.integers(0, 20_000), actual_w=st.integers(0, 20_000),
+    baseline_w=st.integers(-20_000, 20_000), actual_w=st.integers(-20_000, 20_000),  # export < 0
     award_w=st.integers(1, 20_000), tolerance_bps=st.integers(0, 10_000),
     minutes=st.integers(1, 60), reduce=st.booleans(),
 )
@@ -93,7 +109,8 @@ def test_the_verdict_is_the_contracts_for_constant_loads(baseline_w: int, actual
     checker = LiveChecker(ev, baseline, now_s=ev.start_s)
     feed(checker, [(float(t), float(actual_w)) for t in range(ev.start_s, ev.end_s + 1, 15)])
     v = judge(ev, checker.final(), baseline)
-    # the same integers gateway/master/simulate.py puts in a Report for constant loads
+    # the same integers gateway/master/simulate.py puts in a Report for constant loads (Python's //
+    # floors, for negative energies too: the rule of whole_wh)
     assert v.baseline_wh == baseline_w * seconds // 3600
     assert v.actual_wh == actual_w * seconds // 3600
     assert v.delivered_wh == market.delivered_wh(reduce=reduce, baseline_wh=v.baseline_wh,

@@ -5,6 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {DRRegistry} from "./DRRegistry.sol";
 import {DRToken} from "./DRToken.sol";
 
@@ -12,7 +13,8 @@ import {DRToken} from "./DRToken.sol";
 /// @notice Units (docs/market.md): power in W (signed: negative = reduce load), energy in Wh,
 /// time in unix seconds, money in milli-tokens (mtok, the token's base unit), prices in mtok/kWh,
 /// currency prices in micro-currency/kWh, omega in mtok/kWh per kW, tolerance in basis points.
-/// Every division rounds toward zero (all operands are non-negative).
+/// Energies are signed (int64 Wh): a household that exports during a window reports a negative
+/// actual energy. Every division rounds toward zero (all operands are non-negative).
 contract DRMarket is DRRegistry, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -36,8 +38,11 @@ contract DRMarket is DRRegistry, EIP712 {
 
     bytes32 public constant REPORT_TYPEHASH = keccak256(
         "Report(address household,uint32 window,uint48 seqFrom,uint48 seqTo,uint40 windowStart,"
-        "uint40 windowEnd,uint16 baselineMethod,bytes32 baselineInputHash,uint64 baselineWh,"
-        "uint64 actualWh,int64 deliveredWh,bytes32 merkleRoot)"
+        "uint40 windowEnd,uint16 baselineMethod,bytes32 baselineInputHash,int64 baselineWh,"
+        "int64 actualWh,int64 deliveredWh,bytes32 merkleRoot)"
+    );
+    bytes32 public constant BASELINE_TYPEHASH = keccak256(
+        "Baseline(address household,uint32 window,uint16 method,bytes32 inputHash,int64 baselineWh)"
     );
 
     struct Config {
@@ -88,10 +93,27 @@ contract DRMarket is DRRegistry, EIP712 {
         uint40 windowEnd;
         uint16 baselineMethod;
         bytes32 baselineInputHash;
-        uint64 baselineWh;
-        uint64 actualWh;
+        int64 baselineWh;
+        int64 actualWh;
         int64 deliveredWh;
         bytes32 merkleRoot;
+    }
+
+    /// What a household's gateway signs before a window: the baseline the Report must carry.
+    struct Baseline {
+        address household;
+        uint32 window;
+        uint16 method;
+        bytes32 inputHash;
+        int64 baselineWh;
+    }
+
+    /// A stored commitment (two slots): `committed` tells a zero baseline from none.
+    struct Commitment {
+        bytes32 inputHash;
+        int64 baselineWh;
+        uint16 method;
+        bool committed;
     }
 
     IERC20 public immutable token;
@@ -102,6 +124,8 @@ contract DRMarket is DRRegistry, EIP712 {
     mapping(uint256 windowId => Window) internal _windows;
     mapping(uint256 windowId => uint32[]) internal _windowBids; // eligible bids, merit order
     uint32[] internal _openBids;
+    mapping(address household => mapping(uint256 windowId => Commitment)) internal _baselines;
+    mapping(address household => mapping(uint256 windowId => bytes32)) internal _reportRoots;
 
     event ConfigSet(address treasury, uint64 depositPerKw, uint16 toleranceBps, uint32 lockoutSeconds,
         uint32 reportGraceSeconds);
@@ -117,6 +141,8 @@ contract DRMarket is DRRegistry, EIP712 {
         uint16 eligible);
     event ReportAccepted(uint32 indexed window, address indexed household, address sender,
         uint48 seqFrom, uint48 seqTo, int64 deliveredWh, bytes32 merkleRoot);
+    event BaselineCommitted(uint32 indexed window, address indexed household, address sender,
+        uint16 method, bytes32 inputHash, int64 baselineWh);
     event BidPaid(uint32 indexed window, uint32 indexed bidId, address indexed household,
         uint256 amount);
     event WindowSettled(uint32 indexed window, uint256 paid);
@@ -151,6 +177,12 @@ contract DRMarket is DRRegistry, EIP712 {
     error ReportInconsistent(int64 deliveredWh, int256 expectedWh);
     error ReportGraceRunning(uint32 window, uint256 until);
     error ToleranceInvalid(uint16 toleranceBps);
+    error NotHouseholdOrGateway(address sender, address household);
+    error BaselineTooLate(uint32 window, uint40 start);
+    error BaselineWindowClosed(uint32 window, uint8 state);
+    error BaselineNotCommitted(address household, uint32 window);
+    error BaselineMismatch(address household, uint32 window, uint16 committedMethod,
+        bytes32 committedInputHash, int64 committedWh);
 
     constructor(address operator, IERC20 token_, Config memory config_, Reputation memory rules)
         EIP712("DRMarket", "1")
@@ -192,6 +224,32 @@ contract DRMarket is DRRegistry, EIP712 {
         returns (uint32 bidId)
     {
         if (!_households[msg.sender].registered) revert NotHousehold(msg.sender);
+        return _placeBid(msg.sender, fromTs, toTs, powerW, ratedW, priceMtok);
+    }
+
+    /// The same bid placed for `household` by the household itself or by its registered gateway.
+    /// The deposit is pulled from the household's wallet, so the allowance the household gave the
+    /// market is the hard cap of what its gateway can put at risk; refunds go to the household.
+    function placeBidFor(
+        address household,
+        uint40 fromTs,
+        uint40 toTs,
+        int32 powerW,
+        uint32 ratedW,
+        uint64 priceMtok
+    ) external returns (uint32 bidId) {
+        _requireHouseholdOrGateway(household);
+        return _placeBid(household, fromTs, toTs, powerW, ratedW, priceMtok);
+    }
+
+    function _placeBid(
+        address household,
+        uint40 fromTs,
+        uint40 toTs,
+        int32 powerW,
+        uint32 ratedW,
+        uint64 priceMtok
+    ) private returns (uint32 bidId) {
         if (toTs <= fromTs) revert BidRangeInvalid(fromTs, toTs);
         if (powerW == 0 || powerW > MAX_POWER_W || powerW < -MAX_POWER_W) {
             revert BidPowerInvalid(powerW);
@@ -201,17 +259,29 @@ contract DRMarket is DRRegistry, EIP712 {
         if (_openBids.length >= MAX_OPEN_BIDS) revert TooManyOpenBids(MAX_OPEN_BIDS);
         uint96 deposit = uint96(uint256(config.depositPerKw) * ratedW / 1000);
         bidId = nextBidId++;
-        _bids[bidId] = Bid(msg.sender, powerW, 0, BID_OPEN, 0, fromTs, toTs, priceMtok, deposit);
+        _bids[bidId] = Bid(household, powerW, 0, BID_OPEN, 0, fromTs, toTs, priceMtok, deposit);
         _openBids.push(bidId);
-        if (deposit > 0) token.safeTransferFrom(msg.sender, address(this), deposit);
-        emit BidPlaced(bidId, msg.sender, fromTs, toTs, powerW, ratedW, priceMtok, deposit);
+        if (deposit > 0) token.safeTransferFrom(household, address(this), deposit);
+        emit BidPlaced(bidId, household, fromTs, toTs, powerW, ratedW, priceMtok, deposit);
     }
 
-    /// An open bid that no announced window may still clear can be withdrawn with its deposit.
+    function _requireHouseholdOrGateway(address household) private view {
+        Household storage h = _households[household];
+        if (!h.registered) revert NotHousehold(household);
+        if (msg.sender != household && msg.sender != h.gateway) {
+            revert NotHouseholdOrGateway(msg.sender, household);
+        }
+    }
+
+    /// An open bid that no announced window may still clear can be withdrawn with its deposit, by
+    /// its household or the household's gateway; the deposit goes back to the household.
     function withdrawBid(uint32 bidId) external {
         Bid storage b = _bids[bidId];
-        if (b.household == address(0)) revert UnknownBid(bidId);
-        if (b.household != msg.sender) revert NotBidOwner(bidId, b.household);
+        address owner = b.household;
+        if (owner == address(0)) revert UnknownBid(bidId);
+        if (owner != msg.sender && _households[owner].gateway != msg.sender) {
+            revert NotBidOwner(bidId, owner);
+        }
         if (b.state != BID_OPEN) revert BidNotOpen(bidId, b.state);
         Window storage w = _windows[windowCount];
         if (w.state == W_ANNOUNCED && bidId < w.cutoff) revert BidLocked(bidId, windowCount);
@@ -224,8 +294,8 @@ contract DRMarket is DRRegistry, EIP712 {
                 break;
             }
         }
-        if (b.deposit > 0) token.safeTransfer(msg.sender, b.deposit);
-        emit BidWithdrawn(bidId, msg.sender, b.deposit);
+        if (b.deposit > 0) token.safeTransfer(owner, b.deposit);
+        emit BidWithdrawn(bidId, owner, b.deposit);
     }
 
     // ---- window: announce and clear ---------------------------------------------------------
@@ -387,6 +457,47 @@ contract DRMarket is DRRegistry, EIP712 {
         emit WindowVoided(windowId, reason);
     }
 
+    // ---- baselines -------------------------------------------------------------------------
+
+    /// Commit a household's baseline for a window before it starts, signed (EIP-712 `Baseline`)
+    /// by the household's gateway and sent by anyone. Fixing the baseline before the window stops
+    /// a gateway from choosing it after seeing its load; a later commitment before the start
+    /// replaces the earlier one (forecasts and measured inputs may still change until then).
+    function commitBaseline(Baseline calldata c, bytes calldata signature) external {
+        Window storage w = _windows[c.window];
+        if (w.state == 0) revert UnknownWindow(c.window);
+        if (w.state != W_ANNOUNCED && w.state != W_CLEARED) {
+            revert BaselineWindowClosed(c.window, w.state);
+        }
+        if (block.timestamp >= w.start) revert BaselineTooLate(c.window, w.start);
+        Household storage h = _households[c.household];
+        if (!h.registered) revert UnknownHousehold(c.household);
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(BASELINE_TYPEHASH, c)));
+        address signer = ECDSA.recover(digest, signature);
+        if (signer != h.gateway) revert WrongSigner(signer, h.gateway);
+        _baselines[c.household][c.window] = Commitment(c.inputHash, c.baselineWh, c.method, true);
+        emit BaselineCommitted(c.window, c.household, msg.sender, c.method, c.inputHash,
+            c.baselineWh);
+    }
+
+    function baselineDigest(Baseline calldata c) external view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(BASELINE_TYPEHASH, c)));
+    }
+
+    function baseline(address household, uint32 windowId) external view returns (Commitment memory) {
+        return _baselines[household][windowId];
+    }
+
+    /// The Report must carry exactly the committed method, input hash and baseline energy.
+    function _requireCommitted(Report calldata r) private view {
+        Commitment storage c = _baselines[r.household][r.window];
+        if (!c.committed) revert BaselineNotCommitted(r.household, r.window);
+        if (c.method != r.baselineMethod || c.inputHash != r.baselineInputHash
+            || c.baselineWh != r.baselineWh) {
+            revert BaselineMismatch(r.household, r.window, c.method, c.inputHash, c.baselineWh);
+        }
+    }
+
     // ---- Reports ---------------------------------------------------------------------------
 
     /// Accept a winner's Report signed (EIP-712) by its household's gateway, from any sender.
@@ -406,19 +517,36 @@ contract DRMarket is DRRegistry, EIP712 {
         if (r.seqFrom < h.nextSeq || r.seqTo < r.seqFrom) {
             revert SeqOutOfOrder(r.seqFrom, r.seqTo, h.nextSeq);
         }
+        _requireCommitted(r);
+        // Signed energies: an exporting household (negative actualWh) is credited in full.
         int256 expected = w.reduce
-            ? int256(uint256(r.baselineWh)) - int256(uint256(r.actualWh))
-            : int256(uint256(r.actualWh)) - int256(uint256(r.baselineWh));
+            ? int256(r.baselineWh) - int256(r.actualWh)
+            : int256(r.actualWh) - int256(r.baselineWh);
         if (expected != r.deliveredWh) revert ReportInconsistent(r.deliveredWh, expected);
         h.nextSeq = r.seqTo + 1;
         h.reportWindow = r.window;
         h.deliveredWh = r.deliveredWh;
+        _reportRoots[r.household][r.window] = r.merkleRoot;
         emit ReportAccepted(r.window, r.household, msg.sender, r.seqFrom, r.seqTo, r.deliveredWh,
             r.merkleRoot);
     }
 
     function reportDigest(Report calldata r) external view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(REPORT_TYPEHASH, r)));
+    }
+
+    /// The measurement Merkle root of the household's accepted Report for the window (0 if none).
+    function reportRoot(address household, uint32 windowId) external view returns (bytes32) {
+        return _reportRoots[household][windowId];
+    }
+
+    /// Whether `leaf` (a measurement's EIP-712 struct hash) is under the accepted Report's root;
+    /// the tree is OpenZeppelin's sorted-pair tree (gateway/measurement/merkle.py).
+    function verifyReading(address household, uint32 windowId, bytes32 leaf,
+        bytes32[] calldata proof) external view returns (bool)
+    {
+        bytes32 root = _reportRoots[household][windowId];
+        return root != bytes32(0) && MerkleProof.verifyCalldata(proof, root, leaf);
     }
 
     // ---- settle and check ------------------------------------------------------------------

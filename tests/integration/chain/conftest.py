@@ -22,8 +22,8 @@ import pytest
 from gateway.chain.market_client import MarketClient, MarketConfig, decoder, deploy
 from gateway.chain.node import ChainNode, connect, embedded, fund
 from gateway.chain.outbox import ChainOutbox
-from gateway.chain.report import Report, SignedReport, sign_report
-from gateway.chain.sender import TxSender
+from gateway.chain.report import Baseline, Report, SignedReport, sign_baseline, sign_report
+from gateway.chain.sender import Mined, TxSender
 from gateway.market.model import delivered_wh
 from gateway.market.reputation import ReputationRules
 
@@ -117,10 +117,22 @@ class Market:
                              realtime_micro=realtime, omega_milli=omega, mode=mode)
         return self.client.window_count(), start, start + seconds
 
+    def commit(self, h: Household, window: int, *, baseline_wh: int = 5000, method: int = 2,
+               input_hash: bytes = b"\x11" * 32, key: bytes | None = None,
+               sender: TxSender | None = None) -> Mined:
+        """The household's gateway signs its baseline for `window`; a stranger relays it. The
+        defaults are the ones `report` puts into a Report."""
+        signed = sign_baseline(Baseline(household=h.address, window=window, method=method,
+                                        input_hash=input_hash, baseline_wh=baseline_wh),
+                               key=key or h.gateway_key, chain_id=self.deployment.chain_id,
+                               market=self.deployment.market)
+        return self.client.commit_baseline(sender or self.stranger, signed)
+
     def report(self, h: Household, window: int, *, delivered: int, seq_from: int = 1,
-               seq_to: int = 10, key: bytes | None = None, **changes: Any) -> SignedReport:
+               seq_to: int = 10, key: bytes | None = None, baseline_wh: int = 5000,
+               **changes: Any) -> SignedReport:
         w = self.client.window(window)
-        baseline = 5000
+        baseline = baseline_wh
         actual = baseline - delivered if w["reduce"] else baseline + delivered
         fields: dict[str, Any] = dict(
             household=h.address, window=window, seq_from=seq_from, seq_to=seq_to,

@@ -28,6 +28,8 @@ def test_whole_window_over_json_rpc(anvil, market_class, tmp_path) -> None:
     market.client.clear(market.op, window)
     awards = [market.client.bid(b)["awardW"] for b in bids]
     assert awards == [13_333, 20_000, 0]  # target 33_333 W; the tie goes to the earlier bid
+    market.commit(hs[0], window)
+    market.commit(hs[1], window)
     market.at(end)
     relayed = market.client.submit_report(market.aggregator,
                                           market.report(hs[0], window, delivered=2222))
@@ -56,6 +58,7 @@ def test_node_killed_and_restarted_during_report_submission(anvil, market_class,
     market.bid(h, power_w=-2000, price_mtok=30_000)
     window, _, end = market.announce()
     market.client.clear(market.op, window)
+    market.commit(h, window)
     market.at(end)
     market.node.w3.eth.get_block("latest")  # nothing pending
     market.node.w3.provider.make_request("evm_mine", [])

@@ -30,6 +30,8 @@ def cleared(market, *powers: int):  # type: ignore[no-untyped-def]
             in enumerate(zip(hs, powers, strict=True))]
     window, start, end = market.announce()
     market.client.clear(market.op, window)
+    for h in hs:  # each gateway commits its baseline before the window (market.report's defaults)
+        market.commit(h, window)
     return hs, bids, window, start, end
 
 

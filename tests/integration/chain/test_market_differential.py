@@ -1,7 +1,9 @@
 """Differential test: random DR windows give the same results on the EVM and in the Python model.
 
 Awards, clearing price, target, merit order, payments and deposit outcomes must be identical,
-integer for integer. The chain is deployed once; each example starts from an EVM snapshot.
+integer for integer. Baselines are committed before the window and energies are signed: small or
+negative baselines make many households' actual energy negative (exporting), which both must credit
+in full. The chain is deployed once; each example starts from an EVM snapshot.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ windows = st.fixed_dictionaries({
 # per household: None = no Report, else delivered energy as per mille of its awarded energy
 deliveries = st.lists(st.one_of(st.none(), st.integers(-100, 1200)), min_size=HOUSEHOLDS,
                       max_size=HOUSEHOLDS)
+# per household: its committed baseline over the window, Wh (negative = a PV household's export)
+baselines = st.lists(st.sampled_from([5000, 300, 0, -400]), min_size=HOUSEHOLDS,
+                     max_size=HOUSEHOLDS)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +77,10 @@ def fresh(market, key: bytes) -> TxSender:  # type: ignore[no-untyped-def]
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.data_too_large])
-@given(specs=st.lists(bid_specs, min_size=1, max_size=12), window=windows, shares=deliveries)
+@given(specs=st.lists(bid_specs, min_size=1, max_size=12), window=windows, shares=deliveries,
+       base=baselines)
 def test_evm_and_model_agree(world, specs: list[BidSpec], window: dict[str, int],  # type: ignore[no-untyped-def]
-                             shares: list[int | None]) -> None:
+                             shares: list[int | None], base: list[int]) -> None:
     market, households, snapshot = world
     market.node.tester.revert_to_snapshot(snapshot)
     market.outbox = ChainOutbox(":memory:")  # nonces restart with the snapshot
@@ -123,18 +129,28 @@ def test_evm_and_model_agree(world, specs: list[BidSpec], window: dict[str, int]
     assert c.window_bids(w_id) == clearing.order
     assert {b: c.bid(b)["awardW"] for b in clearing.order} == dict(clearing.awards)
 
-    market.at(end)
     award_total: dict[str, int] = {}
     for b in model_bids:
         award_total[b.household] = award_total.get(b.household, 0) + clearing.awards.get(b.id, 0)
+    reporting = [(i, h) for i, h in enumerate(households)
+                 if award_total.get(h.address, 0) and shares[i] is not None]
+    commitments = {}
+    for i, h in reporting:  # before the window starts
+        market.commit(h, w_id, baseline_wh=base[i], sender=relayer)
+        commitments[h.address] = m.Commitment(method=2, input_hash=b"\x11" * 32,
+                                              baseline_wh=base[i])
+    market.at(end)
     delivered: dict[str, int] = {}
-    for i, h in enumerate(households):
-        share = shares[i]
-        if award_total.get(h.address, 0) == 0 or share is None:
-            continue
-        energy = award_total[h.address] * SECONDS // 3600 * share // 1000
-        signed = market.report(h, w_id, delivered=energy)
+    for i, h in reporting:
+        energy = award_total[h.address] * SECONDS // 3600 * (shares[i] or 0) // 1000
+        signed = market.report(h, w_id, delivered=energy, baseline_wh=base[i])
+        r = signed.report
+        assert m.report_refusal(
+            reduce=target.reduce, commitment=commitments[h.address], method=r.baseline_method,
+            input_hash=r.baseline_input_hash, baseline_wh=r.baseline_wh, actual_wh=r.actual_wh,
+            delivered=r.delivered_wh) == ""
         c.submit_report(relayer, signed)
+        assert c.household(h.address)["deliveredWh"] == energy
         delivered[h.address] = energy
     paid = c.events("BidPaid", c.settle(op, w_id))
     checked = c.check(op, w_id)

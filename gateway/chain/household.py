@@ -1,0 +1,126 @@
+"""Chain reads for one household (its bids, wallet and earnings) and the operator's token writes.
+
+The market keeps no per-household index of bids, so a household's bids are found from its
+`BidPlaced` logs (the `household` topic is indexed, DRMarket.sol) and their current state read from
+the `bid(id)` view: a log says what was offered, the view says what became of it. Earnings come
+from the `BidPaid`, `DepositRefunded` and `DepositForfeited` logs, also indexed by household, since
+the contract keeps no running totals. Amounts stay in contract units (mtok, W, unix seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.chain.port import BidOrder, HeldBid
+
+if TYPE_CHECKING:
+    from gateway.chain.market_client import MarketClient
+    from gateway.chain.sender import Mined, TxSender
+
+# DRMarket.sol BID_OPEN..BID_DONE (0 = no such bid)
+BID_STATES = {0: "none", 1: "open", 2: "withdrawn", 3: "consumed", 4: "done"}
+HELD_STATES = frozenset({"open", "consumed"})  # the market holds the deposit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wallet:
+    """What a household has and has put at risk (mtok), and its registry entry."""
+
+    household: str
+    balance_mtok: int
+    allowance_mtok: int  # what the market may still take: the cap of further deposits
+    held_mtok: int  # deposits of open and consumed bids
+    registered: bool
+    gateway: str
+    aggregator: str
+    score: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowEarning:
+    """One window's outcome for a household (mtok)."""
+
+    window: int
+    award_w: int
+    payment_mtok: int
+    refunded_mtok: int
+    forfeited_mtok: int
+
+    @property
+    def net_mtok(self) -> int:
+        return self.payment_mtok - self.forfeited_mtok
+
+
+def household_bids(client: MarketClient, household: str) -> list[HeldBid]:
+    """Every bid `household` placed, oldest first, with the state the contract holds now."""
+    wallet = client.w3.to_checksum_address(household)
+    logs = client.market.events.BidPlaced().get_logs(
+        argument_filters={"household": wallet}, from_block=0)
+    out: list[HeldBid] = []
+    for log in sorted(logs, key=lambda e: int(e["args"]["bidId"])):
+        out.append(_held(client, log["args"]))
+    return out
+
+
+def _held(client: MarketClient, placed: Any) -> HeldBid:
+    bid_id = int(placed["bidId"])
+    now = client.bid(bid_id)
+    order = BidOrder(from_s=int(placed["fromTs"]), to_s=int(placed["toTs"]),
+                     power_w=int(placed["powerW"]), rated_w=int(placed["ratedW"]),
+                     price_mtok=int(placed["priceMtok"]))
+    return HeldBid(bid_id=bid_id, order=order, deposit_mtok=int(placed["deposit"]),
+                   state=BID_STATES.get(int(now["state"]), "unknown"),
+                   window=int(now["window"]), award_w=int(now["awardW"]))
+
+
+def wallet(client: MarketClient, household: str) -> Wallet:
+    """Token balance, allowance to the market, deposits held and registration of `household`."""
+    address = client.w3.to_checksum_address(household)
+    allowance = int(client.token.functions.allowance(address, client.market.address).call())
+    h = client.household(address)
+    held = sum(b.deposit_mtok for b in household_bids(client, address) if b.state in HELD_STATES)
+    return Wallet(household=address, balance_mtok=client.balance(address),
+                  allowance_mtok=allowance, held_mtok=held, registered=bool(h["registered"]),
+                  gateway=str(h["gateway"]), aggregator=str(h["aggregator"]),
+                  score=int(h["score"]))
+
+
+def earnings(client: MarketClient, household: str) -> list[WindowEarning]:
+    """Per settled or checked window: award, payment and the deposit refunded or forfeited."""
+    address = client.w3.to_checksum_address(household)
+    events = client.market.events
+    sums: dict[int, dict[str, int]] = {}
+    for name, key in (("BidPaid", "paid"), ("DepositRefunded", "refunded"),
+                      ("DepositForfeited", "forfeited")):
+        for log in getattr(events, name)().get_logs(argument_filters={"household": address},
+                                                    from_block=0):
+            window = sums.setdefault(int(log["args"]["window"]), {})
+            window[key] = window.get(key, 0) + int(log["args"]["amount"])
+    awards: dict[int, int] = {}
+    for log in events.BidAwarded().get_logs(argument_filters={"household": address},
+                                            from_block=0):
+        w = int(log["args"]["window"])
+        awards[w] = awards.get(w, 0) + int(log["args"]["awardW"])
+    return [WindowEarning(window=w, award_w=awards.get(w, 0), payment_mtok=s.get("paid", 0),
+                          refunded_mtok=s.get("refunded", 0),
+                          forfeited_mtok=s.get("forfeited", 0))
+            for w, s in sorted(sums.items())]
+
+
+# ---- operator writes MarketClient does not have ------------------------------------------------
+
+def set_rate(client: MarketClient, sender: TxSender, mtok_per_currency: int) -> Mined:
+    """DRToken.setRate: milli-tokens per currency unit (seed 003: the ESC sets it daily)."""
+    data = client.token.functions.setRate(mtok_per_currency)._encode_transaction_data()
+    return sender.send(to=client.token.address, data=data, purpose=f"setRate {mtok_per_currency}")
+
+
+def set_gateway(client: MarketClient, sender: TxSender, *, wallet: str, gateway: str) -> Mined:
+    """DRRegistry.setGateway: the household's Reports are signed by a new gateway key."""
+    data = client.market.functions.setGateway(wallet, gateway)._encode_transaction_data()
+    return sender.send(to=client.market.address, data=data, purpose=f"setGateway {wallet}")
+
+
+def rate(client: MarketClient) -> int:
+    return int(client.token.functions.mtokPerCurrency().call())
