@@ -22,7 +22,7 @@ from gateway.config.gateway import GatewayConfig
 from gateway.measurement.identity import GatewayKey
 
 if TYPE_CHECKING:
-    from gateway.chain.port import MarketPort
+    from gateway.chain.market_types import MarketPort
     from gateway.loop.runner import DrLoop
 
 log = logging.getLogger(__name__)

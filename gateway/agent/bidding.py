@@ -18,7 +18,7 @@ from gateway.perception.readings import Sample
 
 if TYPE_CHECKING:
     from gateway.agent.pipeline import SampleObserver
-    from gateway.chain.port import BiddingPort
+    from gateway.chain.market_types import BiddingPort
     from gateway.loop.bidder import Bidder
     from gateway.loop.runner import DrLoop
 

@@ -39,7 +39,7 @@ from gateway.ops import sdnotify
 from gateway.perception.readings import Quality
 
 if TYPE_CHECKING:
-    from gateway.chain.port import BiddingPort, MarketPort
+    from gateway.chain.market_types import BiddingPort, MarketPort
     from gateway.chain.settings import ChainConfig
     from gateway.loop.bidder import Bidder
     from gateway.loop.runner import DrLoop

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.chain.port import BidOrder, HeldBid
+from gateway.chain.market_types import BidOrder, HeldBid
 
 if TYPE_CHECKING:
     from gateway.chain.market_client import MarketClient

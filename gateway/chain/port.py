@@ -10,10 +10,19 @@ fake of the same interface, for tests of the loop that do not need a chain.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from gateway.chain.market_types import (  # re-exported: the port's shapes live in market_types
+    Award,
+    BaselineCommit,
+    BiddingPort,
+    BidOrder,
+    HeldBid,
+    MarketPort,
+    MarketTerms,
+    Submission,
+)
 from gateway.chain.report import Baseline, Report, sign_baseline, sign_report
 from gateway.chain.settings import ChainConfig
 
@@ -23,95 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 W_ANNOUNCED, W_CLEARED, W_SETTLED, W_CHECKED, W_VOID = 1, 2, 3, 4, 5  # DRMarket.sol window states
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Award:
-    window: int
-    start_s: int
-    end_s: int
-    award_w: int
-    reduce: bool
-    tolerance_bps: int
-    voided: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Submission:
-    state: str  # "accepted", "queued" (node unreachable: kept for the next drain) or "rejected"
-    report_id: int
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BaselineCommit:
-    """What the gateway commits before a window (signed EIP-712 `Baseline`, DRMarket.commitBaseline):
-    the method id, the hash of its inputs (for CONTRACTED the curve's hash) and the baseline's energy
-    over the whole window in signed Wh. The window's Report must carry the same three or it reverts."""
-
-    window: int
-    method: int
-    input_hash: bytes
-    baseline_wh: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BidOrder:
-    """A bid the household offers (contract units: W signed, negative = reduce; mtok/kWh)."""
-
-    from_s: int
-    to_s: int
-    power_w: int
-    rated_w: int
-    price_mtok: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeldBid:
-    """One of this household's bids as the contract holds it. `state`: "open", "withdrawn",
-    "consumed" (took part in `window`, deposit still held) or "done" (deposit refunded/forfeited)."""
-
-    bid_id: int
-    order: BidOrder
-    deposit_mtok: int
-    state: str
-    window: int = 0
-    award_w: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MarketTerms:
-    """What a bidder needs to know of the market now (chain time and the contract's Config)."""
-
-    chain_now_s: int
-    deposit_per_kw_mtok: int
-    lockout_s: int
-    tolerance_bps: int
-    allowance_mtok: int  # what the household lets the market take: the cap of deposits at risk
-    balance_mtok: int
-    announced: tuple[tuple[int, int, int], ...] = ()  # (window, start_s, end_s) announced, not cleared
-
-
-class MarketPort(Protocol):
-    household: str
-
-    def poll_awards(self) -> list[Award]: ...
-    def commit_baseline(self, commit: BaselineCommit) -> Submission: ...
-    def submit(self, report: Report) -> Submission: ...
-    def report_state(self, report_id: int) -> str: ...
-    def settlement(self, window: int) -> dict[str, Any] | None: ...
-
-
-class BiddingPort(Protocol):
-    """The household's bids, placed by its gateway on its behalf (DRMarket.placeBidFor: the deposit
-    comes from the household's wallet within the allowance it gave the market)."""
-
-    household: str
-
-    def terms(self) -> MarketTerms: ...
-    def place_bid(self, order: BidOrder) -> int: ...  # the new bid id; raises ChainRevert
-    def withdraw_bid(self, bid_id: int) -> None: ...
-    def bids(self) -> list[HeldBid]: ...  # this household's bids, newest last
 
 
 class Web3MarketPort:

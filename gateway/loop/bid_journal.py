@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.chain.port import BidOrder
+from gateway.chain.market_types import BidOrder
 from gateway.errors import ConfigError
 from gateway.loop.history import LoadSlot
 from gateway.measurement.keyfile import create_private

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.chain.port import BidOrder, HeldBid, MarketTerms
+from gateway.chain.market_types import BidOrder, HeldBid, MarketTerms
 from gateway.loop.market_settings import DailyHours
 
 STEP_W = 100  # quantities are whole multiples of 100 W (docs/bidding.md, "Quantity")

@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from gateway.chain.port import BiddingPort, HeldBid, MarketTerms
+from gateway.chain.market_types import BiddingPort, HeldBid, MarketTerms
 from gateway.chain.revert import ChainRevert
 from gateway.forecast.series import LeverHistory
 from gateway.loop import bid_plan, lever_record

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from gateway.chain.port import Award, BaselineCommit, MarketPort
+from gateway.chain.market_types import Award, BaselineCommit, MarketPort
 from gateway.chain.report import Report
 from gateway.loop import baselines as bl
 from gateway.loop import messages

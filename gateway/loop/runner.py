@@ -26,7 +26,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from gateway.chain.port import Award, MarketPort
+from gateway.chain.market_types import Award, MarketPort
 from gateway.errors import DrgwError
 from gateway.loop import baselines as bl
 from gateway.loop import messages

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from gateway.chain.port import (
+from gateway.chain.market_types import (
     Award,
     BaselineCommit,
     BiddingPort,
