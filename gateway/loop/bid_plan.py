@@ -10,8 +10,10 @@ The rules, with the reasons behind them, are written out in docs/bidding.md:
 - never more deposit than `max_deposit` across the household's open and consumed bids, the ERC-20
   allowance left (it shrinks with every deposit taken and is not restored by refunds) or the balance:
   a bid that does not fit is made smaller, and dropped below `min_bid_w`;
-- a block starting within lockout + margin of now is left alone; while a window is announced and not
-  cleared, nothing is withdrawn (DRMarket.withdrawBid reverts BidLocked for bids placed before it);
+- a held bid whose block starts within lockout + margin of now is left alone (a block without a bid
+  there still gets one while a window can fit in what is left of it after the lockout); while a window
+  is announced and not cleared, nothing is withdrawn (DRMarket.withdrawBid reverts BidLocked for bids
+  placed before it);
 - a held bid is renewed (withdraw + place) only when the price changed or the quantity moved by more
   than `hysteresis` x its quantity, and withdrawn when the forecast falls below `min_bid_w`;
 - an open bid no future window can clear (its range ends within the lockout) is withdrawn: the
@@ -179,22 +181,26 @@ class _Planner:
         wanted = {f.key for f in forecasts}
         spent = {_key(b.order) for b in self.mine if b.state in ("consumed", "done")}
         matched: dict[tuple[int, int, str], HeldBid] = {}
+        frozen: set[tuple[int, int, str]] = set()
         for bid in (b for b in self.mine if b.state == "open"):
             key = _key(bid.order)
             if bid.order.to_s <= self.dead_before:
                 self._withdraw(bid, "its range ends within the lockout: no window can clear it")
             elif bid.order.from_s <= self.frozen_before:
-                continue  # left alone: a window may be announced for it any moment
+                frozen.add(key)  # left alone: a window may be announced for it any moment
             elif key not in wanted or key in matched:
                 self._withdraw(bid, "its block is no longer one the policy bids for")
             else:
                 matched[key] = bid
         for f in sorted(forecasts, key=lambda f: (f.from_s, f.direction != "reduce", f.to_s)):
-            if f.from_s <= self.frozen_before:
-                continue
+            if f.key in frozen or f.to_s <= self.frozen_before:
+                continue  # our bid there is frozen, or no window announced from now on fits in it
             if f.key in spent:
                 self.notes.append(f"{_name(f.key)}: a bid of ours took part in a window; no new bid")
                 continue
+            # A block that starts within the lockout (or has started) still takes a NEW bid: a window
+            # announced from now on starts after the lockout, and a bid covering the whole block
+            # covers it. Only renewals wait, since a held bid there may be cleared any moment.
             self._block(f, matched.get(f.key))
         return Plan(actions=tuple(self.actions), notes=tuple(self.notes))
 

@@ -86,11 +86,28 @@ def test_a_block_within_lockout_and_margin_is_left_alone() -> None:
 
 
 def test_the_later_clock_counts_for_the_lockout() -> None:
-    # chain time 1000 s ahead of ours: the block 1500 s from our now is 500 s from the chain's
-    terms = replace(TERMS, chain_now_s=NOW + 1000)
-    p = plan(now_s=NOW, terms=terms, policy=POLICY, forecasts=[block(3000, start=NOW + 1500)],
-             held=[], own=[])
-    assert p.actions == ()
+    # chain time 1000 s ahead of ours: the held bid's block 1500 s from our now is 500 s from the
+    # chain's, inside lockout + margin (900 s): its renewal waits; by our clock alone it would renew
+    mine = [held(7, -1000, start=NOW + 1500)]
+    ahead = plan(now_s=NOW, terms=replace(TERMS, chain_now_s=NOW + 1000), policy=POLICY,
+                 forecasts=[block(3000, start=NOW + 1500)], held=mine, own=[7])
+    assert ahead.actions == ()
+    ours = plan(now_s=NOW, terms=TERMS, policy=POLICY, forecasts=[block(3000, start=NOW + 1500)],
+                held=mine, own=[7])
+    assert [a.kind for a in ours.actions] == ["withdraw", "place"]
+
+
+def test_a_started_block_without_a_bid_still_gets_one_while_a_window_fits() -> None:
+    # a 1 h block that started 10 minutes ago: windows announced from now start after the lockout
+    # (600 s) and a bid over the whole block covers them, so a new bid goes in; a block ending within
+    # lockout + margin (900 s) of now has no room left for a window: nothing
+    started = plan(now_s=NOW, terms=TERMS, policy=POLICY, forecasts=[block(2000, start=NOW - 600, hours=1)],
+                   held=[], own=[])
+    assert [(a.kind, a.order.from_s if a.order else None) for a in started.actions] == [
+        ("place", NOW - 600)]
+    late = plan(now_s=NOW, terms=TERMS, policy=POLICY,
+                forecasts=[block(2000, start=NOW - 3 * H + 900, hours=3)], held=[], own=[])
+    assert late.actions == ()
 
 
 def test_hysteresis_keeps_a_bid_until_the_forecast_moves_by_more_than_a_fifth() -> None:
