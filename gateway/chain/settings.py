@@ -11,6 +11,8 @@ from pathlib import Path
 
 from gateway.schema import Fields
 
+EMBEDDED = "embedded"  # [chain] rpc of `drgw demo`'s own in-process chain
+
 
 @dataclass(frozen=True, slots=True)
 class ChainConfig:
@@ -37,7 +39,9 @@ def _address(f: Fields, key: str) -> str:
 
 def parse_chain(f: Fields, *, base: Path, store_path: Path) -> ChainConfig:
     rpc = f.require_str("rpc")
-    if not rpc.startswith(("http://", "https://", "ws://", "wss://")):
+    # "embedded": the chain `drgw demo` runs inside its own process and hands the agent its market
+    # port; nothing else can reach it (gateway/chain/node.py `connect` refuses it with the fix).
+    if rpc != EMBEDDED and not rpc.startswith(("http://", "https://", "ws://", "wss://")):
         f.fail("rpc", f"{rpc!r}: write the node's JSON-RPC URL, e.g. http://127.0.0.1:8545")
     key = f.optional_str("sender_key")
     outbox = f.optional_str("outbox")

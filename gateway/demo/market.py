@@ -1,9 +1,9 @@
 """The demo's market side on the embedded chain: operator, aggregator and simulated neighbours.
 
-The household under test is the demo's own gateway (its Report comes from the real closed loop);
-the neighbours are households whose gateways are simulated here: they bid, and those that win
-report a full delivery, signed with their own gateway keys. Keys are derived from fixed labels:
-THEY ARE TEST KEYS, public by construction, never to hold value.
+The household under test is the demo's own gateway (its bid comes from its own bidder, its Report
+from the real closed loop); the neighbours are households whose gateways are simulated here: they
+bid, and those that win report a full delivery, signed with their own gateway keys. Keys are
+derived from fixed labels: THEY ARE TEST KEYS, public by construction, never to hold value.
 
 Synchronous (web3); the demo calls it from the one chain thread it shares with the gateway's loop.
 """
@@ -77,8 +77,12 @@ class DemoMarket:
         assert self.client is not None, "setup() first"
         return self.client
 
-    def setup(self, *, home_gateway: str, home_bid: DemoBid) -> None:
-        """Deploy, register the aggregator and every household, fund them, escrow deposits."""
+    def setup(self, *, home_gateway: str, home_deposit_mtok: int) -> None:
+        """Deploy, register the aggregator and every household, fund them, approve deposits.
+
+        The home bids through its gateway (placeBidFor from `home_gateway`'s account, which gets
+        gas here); its wallet holds `home_deposit_mtok` and approves the market for exactly that,
+        the cap of what automatic bidding can put at risk (docs/bidding.md)."""
         config = MarketConfig(treasury=self.op.address, deposit_per_kw_mtok=DEPOSIT_PER_KW_MTOK,
                               tolerance_bps=TOLERANCE_BPS, lockout_s=self.lockout_s,
                               report_grace_s=self.grace_s)
@@ -86,21 +90,24 @@ class DemoMarket:
                             config=config, rules=ReputationRules())
         client = self.client = MarketClient(w3=self.node.w3, deployment=deployment)
         client.register_aggregator(self.op, self.aggregator.address)
-        bids = {"home": home_bid, **{b.household: b for b in NEIGHBOURS}}
+        deposits = {"home": home_deposit_mtok, **{
+            b.household: m.deposit_mtok(round(b.rated_kw * 1000), DEPOSIT_PER_KW_MTOK)
+            for b in NEIGHBOURS}}
         for name, wallet in self.wallets.items():
             gateway = home_gateway if name == "home" else self.gateway_address[name]
             client.register_household(self.op, wallet=wallet.address, gateway=gateway,
                                       aggregator=self.aggregator.address)
             fund(self.node, self.op, wallet.address, 10**18)
-            deposit = m.deposit_mtok(round(bids[name].rated_kw * 1000), DEPOSIT_PER_KW_MTOK)
-            client.mint(self.op, wallet.address, deposit)
-            client.approve(wallet, deposit)
+            client.mint(self.op, wallet.address, deposits[name])
+            client.approve(wallet, deposits[name])
+        fund(self.node, self.op, home_gateway, 10**18)  # gas for its bids
         budget = 10**12
         client.mint(self.op, self.op.address, budget)
         client.approve(self.op, budget)
 
-    def place_bids(self, *, home_bid: DemoBid, from_s: int, to_s: int) -> None:
-        for bid in (home_bid, *NEIGHBOURS):
+    def place_bids(self, *, from_s: int, to_s: int) -> None:
+        """The neighbours' bids, each from its own wallet (the home's gateway bids by itself)."""
+        for bid in NEIGHBOURS:
             self.bid_ids[bid.household], _ = self.market.place_bid(
                 self.wallets[bid.household], from_s=from_s, to_s=to_s,
                 power_w=round(bid.kw * 1000), rated_w=round(bid.rated_kw * 1000),
@@ -136,7 +143,12 @@ class DemoMarket:
             c.commit_baseline(self.aggregator, signed)
 
     def awards(self) -> dict[str, int]:
-        return {name: int(self.market.bid(bid_id)["awardW"]) for name, bid_id in self.bid_ids.items()}
+        """W awarded per household in the latest window: the home's from its household record
+        (its gateway's bid id is the gateway's business), the neighbours' from their bids."""
+        home = self.market.household(self.wallets["home"].address)
+        ours = int(home["awardW"]) if int(home["awardWindow"]) == self.market.window_count() else 0
+        return {"home": ours, **{name: int(self.market.bid(bid_id)["awardW"])
+                                 for name, bid_id in self.bid_ids.items()}}
 
     def neighbour_reports(self, window: int) -> int:
         """The winning neighbours' gateways report a full delivery; the aggregator relays them."""
