@@ -157,7 +157,7 @@ def summary(r: DemoResult, out: Callable[[str], None]) -> None:
         p = r.proof
         out(f"  proof        reading seq {p.seq} (device {p.device}) proven against the Report's "
             f"Merkle root on chain: {str(p.on_chain).lower()} ({len(p.proof)} sibling hashes; "
-            f"`drgw prove {p.seq} --store <dir>/drgw.db` prints them)")
+            f"`drgw prove {p.seq} --store {r.workdir}/drgw.db` prints them)")
     if s:
         price = s["clearing_price_mtok_per_kwh"] / 1000
         out(f"  payment      {s['payment_mtok'] / 1000:.3f} tokens at {price:g} tok/kWh")

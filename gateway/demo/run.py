@@ -7,8 +7,8 @@ compressed: a 10-minute window and a 10-minute lockout last 600 / speed seconds 
 
 Timeline: the market is deployed; the home's wallet approves the market for its deposits and the
 gateway's key gets gas; a few weeks of the home's history are seeded into the gateway's journals
-(gateway/demo/seed.py). The gateway starts with a `[market]` table whose one block of hours begins
-at the next whole minute past the lockout, and its bidder's first cycle (run when the agent starts)
+(gateway/demo/seed.py). The gateway starts with a `[market]` table whose one block of hours began
+at the demo's start (its whole minute), and its bidder's first cycle (run when the agent starts)
 bids from the forecast flexibility of its levers: placeBidFor, from the gateway's key, the deposit
 from the household's wallet. The neighbours bid; the operator announces a window at the block's
 start and clears it; the gateway learns its award, commits its baseline on chain before the window,
@@ -17,9 +17,10 @@ and the boiler off; at the end it restores them, judges itself and submits its s
 operator settles and checks; one reading of the Report is proven on chain; the summary and the event
 plot follow.
 
-Why the block starts at a whole minute: `[market] hours` are local HH:MM, and a window clears only
-bids whose range covers it, placed before its announcement, and the bidder leaves alone a block that
-starts within the lockout. So the window waits for the block: up to a minute more than the lockout.
+Why the block has already begun: `[market] hours` are local HH:MM, and a window clears only bids
+whose range covers it, placed before its announcement. A block that has begun still takes a new bid
+while a window fits in what is left of it after the lockout (docs/bidding.md), so the window opens
+one lockout after the announcement, with no wait for a whole minute.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ log = logging.getLogger(__name__)
 
 WINDOW_S, LOCKOUT_S, GRACE_S = 600, 600, 300  # the market's nominal timing, before `speed`
 SETUP_PAST_S = 3600  # how far in the past the embedded chain starts (see `_chain_setup`)
-BID_SLACK_S = 8  # history seeded, the agent started and its bidder's first cycle done within this
-BLOCK_S = 7200  # the [market] block: two hours from the demo's window on
+BID_WAIT_S = 30  # the agent starts and its bidder's first cycle places the bid within this
+BLOCK_S = 7200  # the [market] block: two hours from the demo's start on
 HOME_ZONE = dt.UTC  # the home's `[dr] time_zone`
 
 
@@ -125,12 +126,9 @@ async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, cha
     result.market, result.gateway = market, key.address
     out(f"market: DRMarket {market.market.deployment.market} on the embedded chain; the home's wallet "
         f"approved it for {_max_deposit(opts):g} tokens of deposits, its gateway's key has gas")
-    # the block starts at the first whole minute the gateway can still bid for once it has started:
-    # chosen before the chain setup (its seconds fall into the wait for the minute), moved on if the
-    # setup took longer than that wait
-    first = _first_minute(started, lockout)
-    if time.time() + lockout + BID_SLACK_S > first:
-        first = _first_minute(time.time(), lockout)
+    # the block began at the demo's start (its whole minute): the bidder still bids for it, since a
+    # window announced from now on fits in the rest of it (docs/bidding.md)
+    first = int(started) // 60 * 60
     timing = _Timing(lockout=lockout, window_s=max(5, round(WINDOW_S / opts.speed)),
                      grace=max(2, round(GRACE_S / opts.speed)), block=(first, first + BLOCK_S))
     config = await loop.run_in_executor(None, _gateway_files, opts, home, broker_url, workdir, key,
@@ -154,10 +152,6 @@ async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, cha
     if opts.plot and result.event_id:
         result.plot = _plot(config.store.path, result.event_id, workdir / "event.png", out)
     summary(result, out)
-
-
-def _first_minute(now: float, lockout: int) -> int:
-    return (int(now) + lockout + BID_SLACK_S) // 60 * 60 + 60
 
 
 def _max_deposit(opts: DemoOptions) -> float:
@@ -220,14 +214,15 @@ async def _timeline(opts: DemoOptions, market: DemoMarket, agent: Agent, result:
                     chain: ThreadPoolExecutor, timing: _Timing) -> None:
     loop = asyncio.get_running_loop()
     out = opts.out
-    await _until(lambda: result.placed() is not None, deadline=timing.block[0] - timing.lockout)
+    # the bidder's first cycle runs as the agent starts: seconds, not minutes
+    await _until(lambda: result.placed() is not None, deadline=time.time() + BID_WAIT_S)
     bid = result.placed()
     if bid is None:
         bidder = agent.parts.bidder
         why = [] if bidder is None else [*bidder.notes, *([bidder.last_error] if bidder.last_error
                                                           else [])]
-        raise DrgwError(f"the home's gateway placed no bid for {_t(timing.block[0])} before the "
-                        f"lockout (now {_t(int(time.time()))})"
+        raise DrgwError(f"the home's gateway placed no bid for its block from {_t(timing.block[0])} "
+                        f"within {BID_WAIT_S} s of its start"
                         + (f": {'; '.join(why)}" if why else "; see the log above"))
     out(bid_line(bid, zone=HOME_ZONE, confidence=opts.confidence))
     window, state, awards = await loop.run_in_executor(chain, _announce, market, timing)
@@ -241,8 +236,8 @@ async def _timeline(opts: DemoOptions, market: DemoMarket, agent: Agent, result:
     from gateway.loop.events import chain_event_id
 
     result.event_id = chain_event_id(market.market.deployment.market, window)
-    out(f"waiting for the window ({start - int(time.time())} s: the lockout, and the block's whole "
-        "minute; the gateway measures its pre-event baseline and commits it on chain)")
+    out(f"waiting for the window ({start - int(time.time())} s: the lockout, in which the gateway "
+        "measures its pre-event baseline and commits it on chain)")
     await _until(lambda: _outcome(agent, result.event_id) is not None, deadline=end + 30)
     if _outcome(agent, result.event_id) is None:
         raise DrgwError("the gateway did not judge the event in time; see the log above")
