@@ -1,28 +1,33 @@
-"""Gas of the DR market on the embedded EVM: one baseline commitment and one Report, and announce +
-clear with N bids.
+"""Gas of the DR market at programme scale (issue 14) on the embedded EVM: per bid for place,
+commit and reveal, clearing (total and largest single transaction), settlement and claim, and a
+Report single and batched, for n bids from n households.
 
-Goals (issue 4): a Report <= 80_000 gas; announce + clear <= 40_000 gas per bid at 100 bids.
-Run: .venv/bin/python bench/gas.py [--bids 100]
+Goals: no transaction above 30M gas (a 30M block gas limit); clearing gas per bid falling with n;
+a single Report <= 80_000 gas (issue 4).
+Run: .venv/bin/python bench/gas.py [--bids 100 1000 10000]   (10,000 bids take many minutes)
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 import warnings
+from typing import Any
 
 from gateway.chain.market_client import MarketClient, MarketConfig, decoder, deploy
 from gateway.chain.node import embedded, fund
 from gateway.chain.outbox import ChainOutbox
 from gateway.chain.report import Baseline, Report, sign_baseline, sign_report
 from gateway.chain.sender import TxSender
+from gateway.market import model as m
 from gateway.market.reputation import ReputationRules
 
-REPORT_GOAL = 80_000
-PER_BID_GOAL = 40_000
+BLOCK_LIMIT = 30_000_000
+REPORTS_BATCHED = 20
 
 
-def measure(bids: int, *, winners: int) -> dict[str, int]:
-    """Deploy, place `bids` bids of 1 kW from `bids` households, clear so `winners` win."""
+def measure(n: int) -> dict[str, Any]:
+    """n households, one 1 kW bid each (every tenth sealed), half of them winning."""
     from eth_account import Account
     from eth_utils import keccak
 
@@ -31,61 +36,94 @@ def measure(bids: int, *, winners: int) -> dict[str, int]:
     relayer = TxSender(w3=node.w3, key=node.funded_keys[1], outbox=outbox, decoder=dec)
     config = MarketConfig(treasury=op.address, deposit_per_kw_mtok=100_000, tolerance_bps=500,
                           lockout_s=600, report_grace_s=0)
-    d = deploy(op, w3=node.w3, mtok_per_currency=1_000_000, config=config,
-               rules=ReputationRules())
+    d = deploy(op, w3=node.w3, mtok_per_currency=1_000_000, config=config, rules=ReputationRules())
     c = MarketClient(w3=node.w3, deployment=d)
     c.register_aggregator(op, relayer.address)
-    gateway_key = keccak(b"bench/gateway")
+    c.mint(op, op.address, 10**15)
+    c.approve(op, 10**15)
+    gateway_keys = [keccak(f"bench/gw/{i}".encode()) for i in range(n)]
     wallets = []
-    for i in range(bids):
+    for i in range(n):
         w = TxSender(w3=node.w3, key=keccak(f"bench/{i}".encode()), outbox=outbox, decoder=dec)
-        c.register_household(op, wallet=w.address, gateway=Account.from_key(gateway_key).address,
+        c.register_household(op, wallet=w.address,
+                             gateway=Account.from_key(gateway_keys[i]).address,
                              aggregator=relayer.address)
         fund(node, op, w.address, 10**17)
         c.mint(op, w.address, 10**9)
         c.approve(w, 10**9)
         wallets.append(w)
     now = node.latest_timestamp()
-    place = [c.place_bid(w, from_s=now, to_s=now + 86_400, power_w=-1000, rated_w=1000,
-                         price_mtok=1000 + i % 7)[1].gas_used for i, w in enumerate(wallets)]
-    # optimum W = spread x 1000 / (2 omega): choose omega so that `winners` x 1 kW is the target
-    spread = 80_000
-    omega = spread * 1000 // (2 * winners * 1000)
+    place, commit, sealed = [], [], []
+    for i, w in enumerate(wallets):
+        terms = dict(from_s=now, to_s=now + 86_400, power_w=-1000, price_mtok=1000 + i % 7)
+        if i % 10 == 9:
+            salt = keccak(f"salt/{i}".encode())
+            bid_id, mined = c.commit_bid(w, w.address, rated_w=1000, sealed=m.seal(
+                household=w.address, salt=salt, **terms))
+            commit.append(mined.gas_used)
+            sealed.append((w, bid_id, terms, salt))
+        else:
+            place.append(c.place_bid(w, rated_w=1000, **terms)[1].gas_used)
+    omega = 80_000 * 1000 // (2 * (n // 2) * 1000)  # optimum = n/2 x 1 kW
     start = node.latest_timestamp() + 1200
     announce = c.announce(op, start_s=start, end_s=start + 600, retail_micro=600_000,
-                          realtime_micro=680_000, omega_milli=omega, mode=0).gas_used
-    clear = c.clear(op, 1).gas_used
-    won = [b for b in c.window_bids(1) if c.bid(b)["awardW"] > 0]
-    household = c.bid(won[0])["household"]
-    commit = sign_baseline(Baseline(household=household, window=1, method=2,
-                                    input_hash=b"\x01" * 32, baseline_wh=900),
-                           key=gateway_key, chain_id=d.chain_id, market=d.market)
-    commit_gas = c.commit_baseline(relayer, commit).gas_used
+                          realtime_micro=680_000, omega_milli=omega, mode=0, reveal_s=300)
+    reveal = [c.reveal_bid(w, bid_id, salt=salt, **terms).gas_used
+              for w, bid_id, terms, salt in sealed]
+    node.set_next_timestamp(start - 500)
+    t0 = time.monotonic()
+    cleared = c.clear(op, 1)
+    clear_s = time.monotonic() - t0
+    winners = [b for b in c.window_bids(1) if c.bid(b)["awardW"] > 0]
+    by_address = {w.address: i for i, w in enumerate(wallets)}
+    households = [c.bid(b)["household"] for b in winners[:REPORTS_BATCHED + 1]]
+    for h in households:
+        i = by_address[h]
+        c.commit_baseline(relayer, sign_baseline(Baseline(
+            household=h, window=1, method=2, input_hash=b"\x01" * 32, baseline_wh=900),
+            key=gateway_keys[i], chain_id=d.chain_id, market=d.market))
     node.set_next_timestamp(start + 600)
-    report = Report(household=household, window=1, seq_from=1, seq_to=10, window_start=start,
-                    window_end=start + 600, baseline_method=2, baseline_input_hash=b"\x01" * 32,
-                    baseline_wh=900, actual_wh=700, delivered_wh=200, merkle_root=b"\x02" * 32)
-    signed = sign_report(report, key=gateway_key, chain_id=d.chain_id, market=d.market)
-    report_gas = c.submit_report(relayer, signed).gas_used
-    return {"bids": bids, "winners": len(won), "place_bid": max(place), "announce": announce,
-            "clear": clear, "report": report_gas, "commit": commit_gas}
+    signed = [sign_report(Report(
+        household=h, window=1, seq_from=1, seq_to=10, window_start=start, window_end=start + 600,
+        baseline_method=2, baseline_input_hash=b"\x01" * 32, baseline_wh=900, actual_wh=700,
+        delivered_wh=200, merkle_root=b"\x02" * 32), key=gateway_keys[by_address[h]],
+        chain_id=d.chain_id, market=d.market) for h in households]
+    single = c.submit_report(relayer, signed[0]).gas_used
+    batched = c.submit_reports(relayer, signed[1:]).gas_used
+    settle = c.settle(op, 1).gas_used
+    checked = c.check(op, 1)
+    claim = c.claim(relayer, households[0]).gas_used
+    return {"n": n, "place": _avg(place), "commit": _avg(commit), "reveal": _avg(reveal),
+            "announce": announce.gas_used, "clear_total": sum(x.gas_used for x in cleared),
+            "clear_max": max(x.gas_used for x in cleared), "clear_txs": len(cleared),
+            "clear_s": clear_s, "settle": settle,
+            "check_total": sum(x.gas_used for x in checked),
+            "check_max": max(x.gas_used for x in checked), "claim": claim,
+            "report": single, "report_batched": batched // (len(signed) - 1)}
+
+
+def _avg(values: list[int]) -> int:
+    return sum(values) // len(values) if values else 0
 
 
 def main() -> None:
     warnings.simplefilter("ignore", DeprecationWarning)
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bids", type=int, default=100)
+    parser.add_argument("--bids", type=int, nargs="+", default=[100, 1000, 10_000])
     args = parser.parse_args()
-    for winners in (args.bids // 2, args.bids):
-        g = measure(args.bids, winners=winners)
-        per_bid = (g["announce"] + g["clear"]) / g["bids"]
-        print(f"{g['bids']} bids, {g['winners']} winners: announce {g['announce']} gas, "
-              f"clear {g['clear']} gas -> {per_bid:,.0f} gas/bid "
-              f"({per_bid / PER_BID_GOAL:.0%} of the {PER_BID_GOAL:,} goal); "
-              f"placeBid {g['place_bid']} gas")
-        print(f"  Report (relayed, first of its gateway): {g['report']} gas "
-              f"({g['report'] / REPORT_GOAL:.0%} of the {REPORT_GOAL:,} goal); "
-              f"baseline commitment (relayed, first) {g['commit']} gas")
+    print("| bids | place | commit | reveal | clear/bid | clear max tx (txs) | settle | "
+          "check/bid | check max tx | claim | Report | Report batched | clear wall s |")
+    print("|---:" * 13 + "|")
+    for n in args.bids:
+        g = measure(n)
+        biggest = max(g["clear_max"], g["check_max"])
+        print(f"| {n:,} | {g['place']:,} | {g['commit']:,} | {g['reveal']:,} | "
+              f"{g['clear_total'] // n:,} | {g['clear_max']:,} ({g['clear_txs']}) | "
+              f"{g['settle']:,} | {g['check_total'] // n:,} | {g['check_max']:,} | "
+              f"{g['claim']:,} | {g['report']:,} | {g['report_batched']:,} | "
+              f"{g['clear_s']:.1f} |", flush=True)
+        if biggest > BLOCK_LIMIT:
+            print(f"  over the {BLOCK_LIMIT:,} block gas limit: {biggest:,}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from gateway.chain.sender import Mined, TxSender
 
 # DRMarket.sol BID_OPEN..BID_DONE (0 = no such bid)
-BID_STATES = {0: "none", 1: "open", 2: "withdrawn", 3: "consumed", 4: "done"}
-HELD_STATES = frozenset({"open", "consumed"})  # the market holds the deposit
+BID_STATES = {0: "none", 1: "open", 2: "withdrawn", 3: "consumed", 4: "done", 5: "sealed"}
+HELD_STATES = frozenset({"open", "consumed", "sealed"})  # the market holds the deposit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,9 @@ from gateway.chain.revert import RevertDecoder
 from gateway.chain.sender import Mined, TxSender
 from gateway.market.reputation import ReputationRules
 
+UNIFORM, PAY_AS_BID = 0, 1  # DRMarket window pricing
+W_VOID = 5
+
 if TYPE_CHECKING:
     from web3 import Web3
     from web3.contract import Contract
@@ -99,18 +102,45 @@ class MarketClient:
                           purpose="approve market")
 
     def announce(self, sender: TxSender, *, start_s: int, end_s: int, retail_micro: int,
-                 realtime_micro: int, omega_milli: int, mode: int) -> Mined:
+                 realtime_micro: int, omega_milli: int, mode: int, pricing: int = UNIFORM,
+                 reveal_s: int = 0) -> Mined:
+        """A window; `pricing` UNIFORM (seed 003) or PAY_AS_BID (seed 002); sealed bids reveal
+        during the `reveal_s` seconds after the announcement, and clearing waits for that."""
         return self._send(sender, self.market, "announce", start_s, end_s, retail_micro,
-                          realtime_micro, omega_milli, mode, purpose="announce")
+                          realtime_micro, omega_milli, mode, pricing, reveal_s, purpose="announce")
 
-    def clear(self, sender: TxSender, window: int) -> Mined:
-        return self._send(sender, self.market, "clear", window, purpose=f"clear window {window}")
+    def clear(self, sender: TxSender, window: int) -> tuple[Mined, ...]:
+        """Sort off chain and submit the window's clearing in batches (`clearBatch`), then
+        `finishClearing`. A window the contract voids at the first batch stops there."""
+        from gateway.chain import clearing
+
+        mined: list[Mined] = []
+        for merit, ineligible in clearing.batches(clearing.plan(self, window)):
+            mined.append(self._send(sender, self.market, "clearBatch", window, list(merit),
+                                    list(ineligible), purpose=f"clearBatch window {window}"))
+            if int(self.window(window)["state"]) == W_VOID:
+                return tuple(mined)
+        mined.append(self._send(sender, self.market, "finishClearing", window,
+                                purpose=f"finishClearing window {window}"))
+        return tuple(mined)
 
     def settle(self, sender: TxSender, window: int) -> Mined:
+        """After the Report grace: take the window's payments from the treasury (one transfer)."""
         return self._send(sender, self.market, "settle", window, purpose=f"settle window {window}")
 
-    def check(self, sender: TxSender, window: int) -> Mined:
-        return self._send(sender, self.market, "check", window, purpose=f"check window {window}")
+    def check(self, sender: TxSender, window: int) -> tuple[Mined, ...]:
+        """Verify and settle every bid of the window, in batches (`settleBatch`); payments and
+        refunds accrue to balances that `claim` pays out."""
+        from gateway.chain import clearing
+
+        return tuple(self._send(sender, self.market, "settleBatch", window, list(ids),
+                                purpose=f"settleBatch window {window}")
+                     for ids in clearing.chunks(clearing.unsettled(self, window),
+                                                clearing.GAS_SETTLE))
+
+    def claim(self, sender: TxSender, account: str) -> Mined:
+        """Pay out `account`'s balance in the market (anyone may send it)."""
+        return self._send(sender, self.market, "claim", account, purpose=f"claim {account}")
 
     # ---- households and gateways -----------------------------------------------------------
 
@@ -136,10 +166,29 @@ class MarketClient:
         return self._send(sender, self.market, "withdrawBid", bid_id,
                           purpose=f"withdrawBid {bid_id}")
 
+    def commit_bid(self, sender: TxSender, household: str, *, sealed: bytes,
+                   rated_w: int) -> tuple[int, Mined]:
+        """A sealed bid for `household` (sent by it or its gateway): only `sealed`
+        (gateway.market.model.seal) and the deposit for `rated_w` are public until the reveal."""
+        mined = self._send(sender, self.market, "commitBidFor", household, sealed, rated_w,
+                           purpose=f"commitBidFor {household}")
+        return int(self.events("BidCommitted", mined)[0]["bidId"]), mined
+
+    def reveal_bid(self, sender: TxSender, bid_id: int, *, from_s: int, to_s: int, power_w: int,
+                   price_mtok: int, salt: bytes) -> Mined:
+        return self._send(sender, self.market, "revealBid", bid_id, from_s, to_s, power_w,
+                          price_mtok, salt, purpose=f"revealBid {bid_id}")
+
     def submit_report(self, sender: TxSender, signed: SignedReport) -> Mined:
         r = signed.report
         return self._send(sender, self.market, "submitReport", r.as_tuple(), signed.signature,
                           purpose=f"submitReport {r.household} window {r.window}")
+
+    def submit_reports(self, sender: TxSender, signed: Sequence[SignedReport]) -> Mined:
+        """Many gateways' Reports in one transaction; a bad one emits ReportRejected alone."""
+        return self._send(sender, self.market, "submitReports",
+                          [s.report.as_tuple() for s in signed], [s.signature for s in signed],
+                          purpose=f"submitReports ({len(signed)})")
 
     def commit_baseline(self, sender: TxSender, signed: SignedBaseline) -> Mined:
         """Commit a household's baseline for a window (before it starts), from any sender."""
@@ -187,7 +236,19 @@ class MarketClient:
                        "aggregatorInfo")
 
     def window_bids(self, window: int) -> tuple[int, ...]:
-        return tuple(int(b) for b in self.market.functions.windowBids(window).call())
+        """The bids that took part in `window`, in merit order (read from the bids, no list on
+        chain)."""
+        from gateway.chain import clearing
+
+        return clearing.window_bids(self, window)
+
+    def take(self, household: str, window: int) -> dict[str, Any]:
+        """A household's part in a window: awardW, reported, deliveredWh, payWeight."""
+        return _struct(self.market.functions.take(household, window).call(), self.market, "take")
+
+    def claimable(self, account: str) -> int:
+        """What `account` may claim from the market (mtok)."""
+        return int(self.market.functions.claimable(account).call())
 
     def window_count(self) -> int:
         return int(self.market.functions.windowCount().call())
@@ -195,10 +256,52 @@ class MarketClient:
     def balance(self, address: str) -> int:
         return int(self.token.functions.balanceOf(address).call())
 
-    def events(self, name: str, mined: Mined) -> list[dict[str, Any]]:
+    def events(self, name: str, mined: Mined | Sequence[Mined]) -> list[dict[str, Any]]:
+        """The market's `name` events in one transaction or several (batched phases)."""
         event = getattr(self.market.events, name)()
-        return [dict(e["args"]) for e in event.process_receipt({"logs": list(mined.logs)},
+        logs = list(mined.logs) if isinstance(mined, Mined) else [
+            log for m in mined for log in m.logs]
+        return [dict(e["args"]) for e in event.process_receipt({"logs": logs},
                                                                errors=_discard())]
+
+    # ---- two-way selection and reputation (DRRegistry) ---------------------------------------
+
+    def choose_aggregator(self, sender: TxSender, aggregator: str) -> Mined:
+        """The sending household moves to `aggregator` (admission: docs/market.md)."""
+        return self._send(sender, self.market, "chooseAggregator", aggregator,
+                          purpose=f"chooseAggregator {aggregator}")
+
+    def set_min_score(self, sender: TxSender, min_score: int) -> Mined:
+        """The sending aggregator admits only households with at least `min_score`."""
+        return self._send(sender, self.market, "setMinScore", min_score,
+                          purpose=f"setMinScore {min_score}")
+
+    def reputation_rules(self) -> ReputationRules:
+        values = self.market.functions.reputationRules().call()
+        names = ReputationRules.__dataclass_fields__  # same order as the contract's struct
+        return ReputationRules(**{n: int(v) for n, v in zip(names, values, strict=True)})
+
+    def rank_households(self, offset: int = 0, limit: int = 2**256 - 1) -> list[tuple[str, int]]:
+        """The contract's ranking view (reads every household: page_scores for large registries)."""
+        return _rows(self.market.functions.rankHouseholds(offset, limit).call())
+
+    def rank_aggregators(self, offset: int = 0, limit: int = 2**256 - 1) -> list[tuple[str, int]]:
+        return _rows(self.market.functions.rankAggregators(offset, limit).call())
+
+    def page_scores(self, *, aggregators: bool = False, page: int = 1000) -> list[tuple[str, int]]:
+        """All effective scores ranked as the contract ranks them (descending, ties in registration
+        order), read `page` participants per eth_call so 10,000 households stay under call gas caps."""
+        fn = self.market.functions.aggregatorScores if aggregators else \
+            self.market.functions.householdScores
+        count = int((self.market.functions.aggregatorCount() if aggregators else
+                     self.market.functions.householdCount()).call())
+        rows = [r for at in range(0, count, page) for r in _rows(fn(at, page).call())]
+        top = self.reputation_rules().max + 1  # the contract's counting-sort key
+        return sorted(rows, key=lambda r: -min(r[1], top))
+
+
+def _rows(values: Any) -> list[tuple[str, int]]:
+    return [(str(p), int(s)) for p, s in values]
 
 
 def _struct(values: Any, contract: Contract, fn: str) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The DR loop's narrow port to the market contract: awards in, signed Reports out, settlement back.
 
 Synchronous (web3 is); the loop calls it from one worker thread so that one nonce owner sends and
-the asyncio loop never blocks on the node. Awards are read from the household's registry entry
-(`awardWindow`, `awardW`) and the window itself, not from logs, so a gateway that was offline during
-clearing still learns its award on the next poll. gateway/testing/fake_market.py has the in-memory
-fake of the same interface, for tests of the loop that do not need a chain.
+the asyncio loop never blocks on the node. Awards are read from the household's part in each
+window (`take(household, window)`, several windows may be announced ahead) and the window itself,
+not from logs, so a gateway that was offline during clearing still learns its award on the next poll.
+gateway/testing/fake_market.py has the in-memory fake of the same interface, for tests of the
+loop that do not need a chain.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-W_ANNOUNCED, W_CLEARED, W_SETTLED, W_CHECKED, W_VOID = 1, 2, 3, 4, 5  # DRMarket.sol window states
+W_ANNOUNCED, W_CLEARED, W_SETTLED, W_CHECKED, W_VOID, W_CLEARING = 1, 2, 3, 4, 5, 6  # DRMarket
 
 
 class Web3MarketPort:
@@ -61,25 +62,27 @@ class Web3MarketPort:
         self.submitter = ReportSubmitter(outbox=self.outbox, client=self.client, sender=self.sender)
         self._secret = gateway_secret
         self._seen: dict[int, tuple[int, bool]] = {}  # window -> (award, voided) last reported
+        self._scan_from = 1  # first window whose award may still be unknown
         self._commits: dict[int, BaselineCommit] = {}  # window -> commitment not yet on chain
 
     def close(self) -> None:
         self.outbox.close()
 
     def poll_awards(self) -> list[Award]:
-        """New or changed awards of this household (each reported once per change)."""
+        """New awards of this household, one per window, each reported once. Windows clear in
+        announcement order, so the scan resumes at the first window not yet cleared."""
         h = self.client.household(self.household)
         if not h["registered"]:
             raise LookupError(f"household {self.household} is not registered with the market at "
                               f"{self.client.deployment.market}: ask the operator to register it")
         out: list[Award] = []
-        windows = [int(h["awardWindow"])] + [w for w in self._seen if w != int(h["awardWindow"])]
         tolerance = int(self.client.market.functions.config().call()[2])
-        for window in windows:
-            if window == 0 and int(h["awardW"]) == 0:
-                continue
+        for window in range(self._scan_from, self.client.window_count() + 1):
             w = self.client.window(window)
-            award = int(h["awardW"]) if window == int(h["awardWindow"]) else self._seen[window][0]
+            if int(w["state"]) in (W_ANNOUNCED, W_CLEARING):
+                break
+            self._scan_from = window + 1
+            award = int(self.client.take(self.household, window)["awardW"])
             voided = int(w["state"]) == W_VOID
             if award <= 0 or self._seen.get(window) == (award, voided):
                 continue
@@ -160,12 +163,11 @@ class Web3MarketPort:
     def terms(self) -> MarketTerms:
         c = self.client
         config = c.config()
-        count = c.window_count()
-        announced: tuple[tuple[int, int, int], ...] = ()
-        if count:
-            w = c.window(count)
-            if int(w["state"]) == W_ANNOUNCED:
-                announced = ((count, int(w["start"]), int(w["end"])),)
+        first = int(c.market.functions.nextToClear().call())
+        announced = tuple(
+            (k, int(w["start"]), int(w["end"]))
+            for k, w in ((k, c.window(k)) for k in range(first, c.window_count() + 1))
+            if int(w["state"]) == W_ANNOUNCED)
         now = int(self.w3.eth.get_block("latest")["timestamp"])
         return MarketTerms(chain_now_s=now, deposit_per_kw_mtok=config.deposit_per_kw_mtok,
                            lockout_s=config.lockout_s, tolerance_bps=config.tolerance_bps,
@@ -191,7 +193,8 @@ class Web3MarketPort:
         return household_bids(self.client, self.household)
 
     def settlement(self, window: int) -> dict[str, Any] | None:
-        """After `check`: this household's payment and deposit outcome in the window, else None."""
+        """After `check`: this household's payment and deposit outcome in the window, else None.
+        Both accrue to its balance in the market (`claimable_mtok`) until someone claims it."""
         w = self.client.window(window)
         if int(w["state"]) != W_CHECKED:
             return None
@@ -201,12 +204,15 @@ class Web3MarketPort:
         refunded = market.events.DepositRefunded().get_logs(argument_filters=args, from_block=0)
         forfeited = market.events.DepositForfeited().get_logs(argument_filters=args, from_block=0)
         h = self.client.household(self.household)
+        take = self.client.take(self.household, window)
         return {
             "window": window, "clearing_price_mtok_per_kwh": int(w["clearingPrice"]),
             "payment_mtok": sum(_amount(e) for e in paid),
             "deposit": "forfeited" if forfeited else ("refunded" if refunded else "none"),
             "deposit_mtok": sum(_amount(e) for e in forfeited or refunded),
-            "delivered_wh_on_chain": int(h["deliveredWh"]), "score": int(h["score"]),
+            "delivered_wh_on_chain": int(take["deliveredWh"]), "score": int(h["score"]),
+            "pricing": "pay-as-bid" if int(w["pricing"]) == 1 else "uniform",
+            "claimable_mtok": self.client.claimable(self.household),
         }
 
 

@@ -100,7 +100,8 @@ def _add_reputation_sim(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--users", type=int, default=25)
     p.add_argument("--aggregators", type=int, default=4)
     p.add_argument("--rounds", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="first seed")
+    p.add_argument("--seeds", type=int, default=20, help="number of seeds (populations)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_reputation_sim)
 
@@ -196,13 +197,16 @@ def run_announce(args: argparse.Namespace) -> int:
 
 
 def run_phase(args: argparse.Namespace) -> int:
+    from gateway.chain.sender import Mined
     from gateway.master.operator import WINDOW_STATES, open_session
 
     s = _session(args, open_session)
     window = args.window or s.client.window_count()
-    mined = getattr(s.client, args.phase)(s.sender, window)
+    result = getattr(s.client, args.phase)(s.sender, window)  # clear and check send batches
+    txs = (result,) if isinstance(result, Mined) else tuple(result)
     state = WINDOW_STATES[s.client.window(window)["state"]]
-    print(f"window {window} {state} in {mined.tx_hash} ({mined.gas_used} gas)")
+    where = ", ".join(m.tx_hash for m in txs) or "no transaction"
+    print(f"window {window} {state} in {where} ({sum(m.gas_used for m in txs)} gas)")
     return 0
 
 
@@ -230,21 +234,30 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_reputation_sim(args: argparse.Namespace) -> int:
-    from gateway.market.reputation import simulate_completion
+    """Two-way selection by reputation vs random on the registry's rules (gateway/market/selection)."""
+    from gateway.market.selection import study
 
-    for flag in ("users", "aggregators", "rounds"):
+    for flag in ("users", "aggregators", "rounds", "seeds"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag} must be at least 1")
-    r = simulate_completion(users=args.users, aggregators=args.aggregators, rounds=args.rounds,
-                            seed=args.seed)
+    seeds = range(args.seed, args.seed + args.seeds)
+    r = study(users=args.users, aggregators=args.aggregators, rounds=args.rounds, seeds=seeds)
+    arms = {"by_reputation": r.spread(by_reputation=True),
+            "at_random": r.spread(by_reputation=False), "difference": r.difference()}
     if args.json:
-        print(json.dumps({"by_reputation": r.by_reputation, "at_random": r.at_random,
-                          "users": r.users, "aggregators": r.aggregators, "rounds": r.rounds}))
+        print(json.dumps({"users": r.users, "aggregators": r.aggregators, "rounds": r.rounds,
+                          "seeds": list(r.seeds), "per_seed": {"by_reputation": r.by_reputation,
+                                                               "at_random": r.at_random},
+                          "reputation_wins": r.reputation_wins(),
+                          **{k: {"mean": v.mean, "std": v.std, "min": v.min, "max": v.max}
+                             for k, v in arms.items()}}))
         return 0
     print(f"{r.users} households, {r.aggregators} aggregators, {r.rounds} rounds, "
-          f"seed {args.seed}")
-    print(f"DR completion, aggregators chosen by reputation: {r.by_reputation:.1%}")
-    print(f"DR completion, aggregators chosen at random:     {r.at_random:.1%}")
+          f"seeds {seeds.start}..{seeds.stop - 1}; DR completion (performed / awarded)")
+    _table(("selection", "mean", "std", "min", "max"),
+           [(k.replace("_", " "), *(f"{x:.1%}" for x in (v.mean, v.std, v.min, v.max)))
+            for k, v in arms.items()])
+    print(f"reputation ahead on {r.reputation_wins()} of {len(r.seeds)} seeds")
     return 0
 
 

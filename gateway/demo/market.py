@@ -178,6 +178,8 @@ class DemoMarket:
         self.node.set_next_timestamp(int(w["end"]) + self.grace_s + 1)
         self.market.settle(self.op, window)
         self.market.check(self.op, window)
+        for wallet in self.wallets.values():  # pull settlement: the aggregator claims for all
+            self.market.claim(self.aggregator, wallet.address)
 
 
 def _baseline_wh(bid: DemoBid, seconds: int) -> int:

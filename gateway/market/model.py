@@ -12,6 +12,10 @@ can demand identical results from the EVM and from this module:
 Every division rounds toward zero, and every operand is non-negative, so `//` matches Solidity
 (energies are only added and compared, never divided).
 Reputation rules live in `gateway.market.reputation`.
+
+Issue 14 adds, as the contract does: pricing per window (uniform, seed 003, or pay-as-bid, seed
+002), sealed bids (commit a hash, reveal before clearing; an unrevealed one is refunded minus
+UNREVEALED_PENALTY_BPS) and pull settlement (the amount `settle` takes from the treasury once).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from enum import Enum
 
 MAX_POWER_W = 1_000_000
 MS_PER_HOUR_KW = 3_600_000  # seconds per hour x W per kW: mtok/kWh x W x s / 3_600_000 = mtok
+UNREVEALED_PENALTY_BPS = 1000  # DRMarketBase.UNREVEALED_PENALTY_BPS: share kept of an unrevealed bid
 
 # Why a bid did not take part in a window ("" = eligible). The contract only reports the eligible
 # set; these names are the model's explanation of it.
@@ -31,6 +36,7 @@ WRONG_DIRECTION = "wrong direction"
 RANGE = "time range does not cover the window"
 HOUSEHOLD_SUSPENDED = "household suspended"
 AGGREGATOR_SUSPENDED = "aggregator suspended"
+UNREVEALED = "sealed bid not revealed"
 
 # Why a window was voided at clearing (the contract's WindowVoided reason codes).
 VOID_NONE = 0
@@ -44,6 +50,13 @@ class Mode(Enum):
 
     SHIFT = 0
     CURTAIL = 1
+
+
+class Pricing(Enum):
+    """What a winner is paid per kWh: the marginal bid's price (seed 003) or its own (seed 002)."""
+
+    UNIFORM = 0
+    PAY_AS_BID = 1
 
 
 class Outcome(Enum):
@@ -65,6 +78,7 @@ class Bid:
     power_w: int
     rated_w: int
     price_mtok: int
+    unrevealed: bool = False  # a sealed bid whose reveal did not come in time
 
     @property
     def magnitude_w(self) -> int:
@@ -82,6 +96,7 @@ class WindowSpec:
     omega_milli: int
     mode: Mode
     cutoff: int
+    pricing: Pricing = Pricing.UNIFORM
 
     @property
     def seconds(self) -> int:
@@ -152,6 +167,8 @@ def eligibility(
     """Why `bid` cannot take part in `window`, or "" when it can (same order as the contract)."""
     if bid.id >= window.cutoff:
         return LATE
+    if bid.unrevealed:
+        return UNREVEALED
     if (bid.power_w < 0) != target.reduce:
         return WRONG_DIRECTION
     if bid.from_s > window.start_s or bid.to_s < window.end_s:
@@ -167,7 +184,10 @@ def clear(
     now_s: int,
     suspended: Mapping[str, str] | None = None,
 ) -> Clearing:
-    """Merit order: price ascending, ties by submission; the marginal bid fills the target exactly."""
+    """Merit order: price ascending, ties by submission; the marginal bid fills the target exactly.
+
+    A window is voided, in this order, when cleared after its start, when its optimum is zero
+    (both decided before any bid is passed) or when no bid is eligible."""
     bids = sorted(open_bids, key=lambda b: b.id)
     reasons = {b.id: eligibility(b, window, target, suspended or {}) for b in bids}
     eligible = [b for b in bids if reasons[b.id] == ELIGIBLE]
@@ -176,10 +196,10 @@ def clear(
     void = VOID_NONE
     if now_s >= window.start_s:
         void = VOID_CLEARED_TOO_LATE
+    elif target.optimum_w == 0:
+        void = VOID_TARGET_ZERO
     elif not eligible:
         void = VOID_NO_ELIGIBLE_BIDS
-    elif target_w == 0:
-        void = VOID_TARGET_ZERO
     if void != VOID_NONE:
         return Clearing(target_w=0, clearing_price_mtok=0, awards={}, order=(), reasons=reasons,
                         void_reason=void)
@@ -195,6 +215,36 @@ def clear(
             price = b.price_mtok
     return Clearing(target_w=target_w, clearing_price_mtok=price, awards=awards,
                     order=tuple(b.id for b in eligible), reasons=reasons, void_reason=VOID_NONE)
+
+
+def price_of(bid: Bid, clearing: Clearing, window: WindowSpec) -> int:
+    """The price a winning bid is paid at: the clearing price, or its own under pay-as-bid."""
+    return bid.price_mtok if window.pricing is Pricing.PAY_AS_BID else clearing.clearing_price_mtok
+
+
+def pulled_mtok(clearing: Clearing, bids: Sequence[Bid], window: WindowSpec) -> int:
+    """What `settle` takes from the treasury: every winner's price x award, summed, times the
+    window's seconds, rounded down once. It covers the payments (each rounded down, only to
+    winners that reported); the rest returns to the treasury's balance when the window is checked."""
+    weight = sum(price_of(b, clearing, window) * clearing.awards.get(b.id, 0) for b in bids)
+    return weight * window.seconds // MS_PER_HOUR_KW
+
+
+def unrevealed_refund_mtok(deposit: int) -> tuple[int, int]:
+    """(refund to the household, penalty to the treasury) of a sealed bid not revealed in time."""
+    penalty = deposit * UNREVEALED_PENALTY_BPS // 10_000
+    return deposit - penalty, penalty
+
+
+def seal(*, price_mtok: int, power_w: int, from_s: int, to_s: int, salt: bytes,
+         household: str) -> bytes:
+    """A sealed bid's commitment: keccak256(abi.encode(uint64 price, int32 power, uint40 from,
+    uint40 to, bytes32 salt, address household)), as DRMarket.revealBid checks it."""
+    from eth_abi.abi import encode
+    from eth_utils.crypto import keccak
+
+    return keccak(encode(["uint64", "int32", "uint40", "uint40", "bytes32", "address"],
+                         [price_mtok, power_w, from_s, to_s, salt, household]))
 
 
 def payment_mtok(clearing_price_mtok: int, award_w: int, seconds: int) -> int:
@@ -278,7 +328,7 @@ def settle_and_check(
         if award > 0:
             reported = b.household in delivered
             if reported:
-                payment = payment_mtok(clearing.clearing_price_mtok, award, window.seconds)
+                payment = payment_mtok(price_of(b, clearing, window), award, window.seconds)
             outcome = verdict(delivered.get(b.household), award_total[b.household],
                               window.seconds, tolerance_bps)
         kept = outcome in (None, Outcome.PERFORMED)

@@ -80,5 +80,6 @@ def parse_time(text: str, flag: str) -> int:
     return int(moment.timestamp())
 
 
-WINDOW_STATES = {0: "none", 1: "announced", 2: "cleared", 3: "settled", 4: "checked", 5: "void"}
-BID_STATES = {0: "none", 1: "open", 2: "withdrawn", 3: "consumed", 4: "done"}
+WINDOW_STATES = {0: "none", 1: "announced", 2: "cleared", 3: "settled", 4: "checked", 5: "void",
+                 6: "clearing"}
+BID_STATES = {0: "none", 1: "open", 2: "withdrawn", 3: "consumed", 4: "done", 5: "sealed"}

@@ -149,8 +149,11 @@ def simulate(scenario: Scenario) -> SimulationResult:
     if state["state"] == 2:  # cleared: Reports, settle, check
         _report(run, client, window, state, chain_ids)
         run.at(s.end_s + s.report_grace_s)
-        paid = client.events("BidPaid", client.settle(run.op, window))
-        checked = client.check(run.op, window)
+        client.settle(run.op, window)
+        checked = client.check(run.op, window)  # pull: everything accrues to balances
+        for wallet in run.wallets.values():
+            client.claim(run.relayer, wallet.address)
+        paid = client.events("BidPaid", checked)
         refunds = client.events("DepositRefunded", checked)
         forfeits = client.events("DepositForfeited", checked)
     else:
@@ -273,12 +276,12 @@ class _Settlement:
         )
 
 
-def _expected(run: _Run, client: MarketClient, chain_ids: dict[str, int],
+def _expected(run: _Run, client: MarketClient, window: int, chain_ids: dict[str, int],
               model: _Model) -> dict[int, m.BidResult]:
     """The reference model's settlement of each bid, given the Wh each winner delivered on chain."""
     s = run.s
     bids, spec, _, clearing = model
-    delivered = {b.household: client.household(run.wallets[b.household].address)["deliveredWh"]
+    delivered = {b.household: client.take(run.wallets[b.household].address, window)["deliveredWh"]
                  for b in s.bids if chain_ids[b.key] in clearing.awards
                  and clearing.awards[chain_ids[b.key]] > 0}
     return {r.bid_id: r for r in m.settle_and_check(
@@ -295,7 +298,7 @@ def _result(run: _Run, client: MarketClient, window: int, chain_ids: dict[str, i
     seconds = s.end_s - s.start_s
     consumed = frozenset(client.window_bids(window))
     settlement = _Settlement(
-        scenario=s, clearing=clearing, expected=_expected(run, client, chain_ids, model),
+        scenario=s, clearing=clearing, expected=_expected(run, client, window, chain_ids, model),
         consumed=consumed, clearing_price=state["clearingPrice"],
         paid={e["bidId"]: e["amount"] for e in paid},
         refunded={e["bidId"]: e.get("amount", e.get("deposit", 0)) for e in refunds},

@@ -67,6 +67,7 @@ def test_reputation_sim_prints_both_completion_rates() -> None:
                 "--seed", "5", "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert 0 < out["by_reputation"] <= 1 and 0 < out["at_random"] <= 1
-    text = drgw("reputation-sim", "--rounds", "50", "--seed", "5").stdout
-    assert "chosen by reputation" in text and "chosen at random" in text
+    assert 0 < out["by_reputation"]["mean"] <= 1 and 0 < out["at_random"]["mean"] <= 1
+    assert len(out["per_seed"]["by_reputation"]) == 20  # --seeds defaults to 20
+    text = drgw("reputation-sim", "--rounds", "50", "--seed", "5", "--seeds", "2").stdout
+    assert "by reputation" in text and "at random" in text and "seeds 5..6" in text

@@ -11,7 +11,6 @@ from gateway.market.reputation import (
     Standing,
     effective_score,
     next_standing,
-    simulate_completion,
 )
 
 RULES = ReputationRules()
@@ -127,11 +126,3 @@ def test_reputation_suspends_below_threshold_and_recovers() -> None:
     assert s.score == RULES.threshold + RULES.gain
     top = next_standing(Standing(score=RULES.max), 9, m.Outcome.PERFORMED, RULES)
     assert top.score == RULES.max
-
-
-def test_reputation_simulation_is_reproducible_and_compares_both_choices() -> None:
-    a = simulate_completion(users=25, aggregators=4, rounds=200, seed=3)
-    b = simulate_completion(users=25, aggregators=4, rounds=200, seed=3)
-    assert a == b
-    assert 0 < a.by_reputation <= 1 and 0 < a.at_random <= 1
-    assert a.by_reputation != a.at_random

@@ -9,8 +9,19 @@ const path = require("path");
 const solc = require("solc");
 
 const HERE = __dirname;
-const SOURCES = ["DRToken.sol", "DRRegistry.sol", "DRMarket.sol"];
+const SOURCES = ["DRToken.sol", "DRRegistry.sol", "DRMarketBase.sol", "DRMarketSettlement.sol", "DRMarket.sol"];
 const CONTRACTS = { "DRToken.sol": "DRToken", "DRMarket.sol": "DRMarket" };
+// DRMarket runs DRMarketSettlement's functions by DELEGATECALL (its fallback): callers see one ABI.
+const EXTENSIONS = { DRMarket: ["DRMarketSettlement.sol", "DRMarketSettlement"] };
+
+function signature(entry) {
+  return `${entry.type} ${entry.name || ""}(${(entry.inputs || []).map((i) => i.type).join(",")})`;
+}
+
+function mergeAbi(abi, extra) {
+  const seen = new Set(abi.map(signature));
+  return abi.concat(extra.filter((e) => e.type !== "constructor" && !seen.has(signature(e))));
+}
 const OUT = path.join(HERE, "..", "artifacts");
 const SETTINGS = {
   evmVersion: "prague",
@@ -42,7 +53,9 @@ function compile() {
       sourceName: source,
       compiler: `solc-js ${solc.version()}`,
       settings: { evmVersion: SETTINGS.evmVersion, viaIR: SETTINGS.viaIR, optimizer: SETTINGS.optimizer },
-      abi: c.abi,
+      abi: EXTENSIONS[name]
+        ? mergeAbi(c.abi, output.contracts[EXTENSIONS[name][0]][EXTENSIONS[name][1]].abi)
+        : c.abi,
       bytecode: "0x" + c.evm.bytecode.object,
       deployedBytecode: "0x" + c.evm.deployedBytecode.object,
     };

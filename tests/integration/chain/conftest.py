@@ -111,10 +111,12 @@ class Market:
         return bid_id
 
     def announce(self, *, lead_s: int = 1200, seconds: int = 600, retail: int = 600_000,
-                 realtime: int = 680_000, omega: int = 1200, mode: int = 0) -> tuple[int, int, int]:
+                 realtime: int = 680_000, omega: int = 1200, mode: int = 0, pricing: int = 0,
+                 reveal_s: int = 0) -> tuple[int, int, int]:
         start = self.now() + 1 + lead_s  # the announcement is mined in the next block
         self.client.announce(self.op, start_s=start, end_s=start + seconds, retail_micro=retail,
-                             realtime_micro=realtime, omega_milli=omega, mode=mode)
+                             realtime_micro=realtime, omega_milli=omega, mode=mode,
+                             pricing=pricing, reveal_s=reveal_s)
         return self.client.window_count(), start, start + seconds
 
     def commit(self, h: Household, window: int, *, baseline_wh: int = 5000, method: int = 2,

@@ -98,7 +98,7 @@ def test_node_killed_and_restarted_during_report_submission(anvil, market_class,
     assert receipt["status"] == 1
     raw = w3.provider.make_request("eth_getRawTransactionByHash", [kept.tx_hash])["result"]
     assert bytes.fromhex(raw.removeprefix("0x")) == kept.raw
-    assert market.client.household(h.address)["deliveredWh"] == 400
+    assert market.client.take(h.address, window)["deliveredWh"] == 400
     assert outbox.tx_state(kept.tx_hash) == "mined" and outbox.tx_totals()[0] == 1
     outbox.close()
 

@@ -78,7 +78,7 @@ def test_a_later_commitment_before_the_start_replaces_the_earlier(market) -> Non
     assert err.revert.args["committedWh"] == 4000
     market.client.submit_report(market.stranger,
                                 market.report(h, window, delivered=340, baseline_wh=4000))
-    assert market.client.household(h.address)["deliveredWh"] == 340
+    assert market.client.take(h.address, window)["deliveredWh"] == 340
 
 
 def test_a_report_without_a_commitment_reverts(market) -> None:
@@ -113,8 +113,10 @@ def test_an_exporting_household_is_credited_in_full(market) -> None:
     assert (signed.report.actual_wh, signed.report.delivered_wh) == (-250, 350)
     market.client.submit_report(market.stranger, signed)
     before = market.client.balance(h.address)
-    paid = market.client.events("BidPaid", market.client.settle(market.op, window))
+    market.client.settle(market.op, window)
     checked = market.client.check(market.op, window)
+    paid = market.client.events("BidPaid", checked)
+    market.client.claim(market.stranger, h.address)
     # payment = 30_000 mtok/kWh x 2000 W x 600 s / 3_600_000 = 10_000 mtok; deposit 100 x 2 kW
     assert [(e["bidId"], e["amount"]) for e in paid] == [(bid, 10_000)]
     assert [e["bidId"] for e in market.client.events("DepositRefunded", checked)] == [bid]

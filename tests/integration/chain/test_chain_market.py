@@ -29,8 +29,11 @@ def test_only_the_operator_runs_the_phases_and_the_registry(market) -> None:
             wallet=stranger.address, gateway=stranger.address, aggregator=market.aggregator.address)
     market.bid(h, power_w=-2000, price_mtok=30_000)
     window, _, _ = market.announce()
-    for phase in (c.clear, c.settle, c.check):
+    for phase in (c.clear, c.settle):
         reverts("AccessControlUnauthorizedAccount", phase, stranger, window)
+    data = c.market.functions.settleBatch(window, [1])._encode_transaction_data()
+    reverts("AccessControlUnauthorizedAccount", stranger.send, to=c.market.address, data=data,
+            purpose="settleBatch")
 
 
 def test_a_household_bids_only_for_itself(market) -> None:
@@ -64,7 +67,7 @@ def test_lockout_late_bids_and_locked_withdrawal(market) -> None:
     window, _, _ = market.announce(lead_s=600)
     late = market.bid(h, power_w=-2000, price_mtok=1)  # cheaper, but after the announcement
     reverts("BidLocked", market.client.withdraw_bid, h.wallet, early)
-    reverts("WindowInProgress", market.announce)
+    reverts("WindowOverlap", market.announce, lead_s=600)  # the next window starts after this one
     market.client.clear(market.op, window)
     assert market.client.window_bids(window) == (early,)
     assert market.client.bid(late)["state"] == 1  # still open for a later window

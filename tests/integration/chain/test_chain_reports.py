@@ -82,16 +82,19 @@ def test_settle_pays_reporters_and_check_refunds_or_forfeits(market) -> None:
     market.client.submit_report(market.stranger, market.report(hs[0], window, delivered=317))
     market.client.submit_report(market.stranger, market.report(hs[1], window, delivered=316))
     balances = [market.client.balance(h.address) for h in hs]
-    paid = market.client.events("BidPaid", market.client.settle(market.op, window))
+    market.client.settle(market.op, window)
+    checked = market.client.check(market.op, window)  # pull: payments and refunds accrue
+    paid = market.client.events("BidPaid", checked)
     price = market.client.window(window)["clearingPrice"]
     assert price == 30_000
     assert {e["bidId"]: e["amount"] for e in paid} == {
         bids[0]: price * 2000 * 600 // 3_600_000, bids[1]: price * 2000 * 600 // 3_600_000}
-    checked = market.client.check(market.op, window)
     refunded = {e["bidId"] for e in market.client.events("DepositRefunded", checked)}
     forfeited = {e["bidId"] for e in market.client.events("DepositForfeited", checked)}
     assert refunded == {bids[0]} and forfeited == {bids[1], bids[2]}
     deposit, pay = 200_000, 10_000
+    for h in hs:
+        market.client.claim(market.stranger, h.address)  # anyone may claim for a household
     after = [market.client.balance(h.address) for h in hs]
     assert [a - b for a, b in zip(after, balances, strict=True)] == [deposit + pay, pay, 0]
     scores = [market.client.household(h.address)["score"] for h in hs]
@@ -156,7 +159,7 @@ def test_outbox_submission_is_durable_and_idempotent(market, tmp_path) -> None:
     result = submitter.drain()
     assert (result.accepted, result.waiting, result.rejected) == (1, 0, ())
     assert result.gas_used <= 80_000
-    assert market.client.household(hs[0].address)["deliveredWh"] == 400
+    assert market.client.take(hs[0].address, window)["deliveredWh"] == 400
     assert submitter.queue(signed) == first  # the outbox keeps one Report per window
     reopened.finish_report(first, state="queued")  # as if the gateway died before marking it
     again = submitter.drain()  # the contract holds it already: accepted, no second tx

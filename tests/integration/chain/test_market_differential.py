@@ -1,9 +1,10 @@
 """Differential test: random DR windows give the same results on the EVM and in the Python model.
 
-Awards, clearing price, target, merit order, payments and deposit outcomes must be identical,
-integer for integer. Baselines are committed before the window and energies are signed: small or
-negative baselines make many households' actual energy negative (exporting), which both must credit
-in full. The chain is deployed once; each example starts from an EVM snapshot.
+Awards, clearing price, target, merit order, the amount settlement pulls, payments (uniform or
+pay-as-bid pricing) and deposit outcomes must be identical, integer for integer.
+Baselines are committed before the window and energies are signed: small or negative baselines make
+many households' actual energy negative (exporting), which both must credit in full. The chain is
+deployed once; each example starts from an EVM snapshot.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ bid_specs = st.builds(
     late=st.sampled_from([False, False, False, True]),
 )
 windows = st.fixed_dictionaries({
+    "pricing": st.sampled_from([0, 1]),  # uniform (seed 003) or pay-as-bid (seed 002)
     "retail": st.integers(100_000, 900_000),
     "realtime": st.integers(50_000, 1_200_000),
     "omega": st.integers(100, 5_000),
@@ -106,7 +108,8 @@ def test_evm_and_model_agree(world, specs: list[BidSpec], window: dict[str, int]
         place(spec)
     announced_at = market.now() + 1
     c.announce(op, start_s=start, end_s=end, retail_micro=window["retail"],
-               realtime_micro=window["realtime"], omega_milli=window["omega"], mode=window["mode"])
+               realtime_micro=window["realtime"], omega_milli=window["omega"], mode=window["mode"],
+               pricing=window["pricing"])
     w_id = c.window_count()
     for spec in (s for s in specs if s.late):
         place(spec)
@@ -114,7 +117,8 @@ def test_evm_and_model_agree(world, specs: list[BidSpec], window: dict[str, int]
 
     spec_w = m.WindowSpec(start_s=start, end_s=end, retail_micro=window["retail"],
                           realtime_micro=window["realtime"], omega_milli=window["omega"],
-                          mode=m.Mode(window["mode"]), cutoff=c.window(w_id)["cutoff"])
+                          mode=m.Mode(window["mode"]), cutoff=c.window(w_id)["cutoff"],
+                          pricing=m.Pricing(window["pricing"]))
     target = m.target_of(spec_w, 1_000_000)
     clearing = m.clear(model_bids, spec_w, target, now_s=announced_at)
     state = c.window(w_id)
@@ -150,10 +154,13 @@ def test_evm_and_model_agree(world, specs: list[BidSpec], window: dict[str, int]
             input_hash=r.baseline_input_hash, baseline_wh=r.baseline_wh, actual_wh=r.actual_wh,
             delivered=r.delivered_wh) == ""
         c.submit_report(relayer, signed)
-        assert c.household(h.address)["deliveredWh"] == energy
+        assert c.take(h.address, w_id)["deliveredWh"] == energy
         delivered[h.address] = energy
-    paid = c.events("BidPaid", c.settle(op, w_id))
+    settled = c.settle(op, w_id)
+    assert c.events("WindowSettled", settled)[0]["paid"] == m.pulled_mtok(clearing, model_bids,
+                                                                         spec_w)
     checked = c.check(op, w_id)
+    paid = c.events("BidPaid", checked)
     expected = m.settle_and_check(clearing, model_bids, spec_w, delivered=delivered,
                                   deposit_per_kw_mtok=100_000, tolerance_bps=500)
     assert {e["bidId"]: e["amount"] for e in paid} == {

@@ -56,6 +56,18 @@ class Live:
         return out
 
 
+def claim_for(live: Live, name: str) -> None:
+    """The household claims its balance in the market (payments and refunds accrue there)."""
+    from gateway.chain.market_client import decoder
+    from gateway.chain.outbox import ChainOutbox
+    from gateway.chain.sender import TxSender
+    from gateway.measurement.keyfile import read_key
+
+    sender = TxSender(w3=live.client.w3, key=read_key(live.keys[name]),
+                      outbox=ChainOutbox(":memory:"), decoder=decoder())
+    live.client.claim(sender, live.address[name])
+
+
 def _key_file(tmp_path: Path, name: str, key: bytes) -> Path:
     path = tmp_path / f"{name}.key"
     path.write_text("0x" + key.hex() + "\n")
@@ -214,6 +226,7 @@ def test_earnings_after_a_full_window(live: Live) -> None:
     assert out[1].split() == ["1", "3.5", "14.583", "350.000", "0.000"]
     assert out[2] == ("total: paid 14.583, forfeited 0.000, net 14.583 tokens "
                       "(refunded deposits 350.000)")
+    claim_for(live, "A")  # pull settlement: the balance reaches the wallet when claimed
     wallet = live.json("wallet", key="A")  # 1000 - 350 + 350 + 14.583
     assert (wallet["balance_mtok"], wallet["held_mtok"]) == (1_014_583, 0)
     assert [x["state"] for x in live.json("bids", key="A")["bids"]] == ["done"]
