@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "gateway.commands.prove",
     "gateway.commands.store",
     "gateway.commands.fleet",
+    "gateway.commands.master",
     "gateway.commands.demo",
     "gateway.commands.market",
     "gateway.commands.event",

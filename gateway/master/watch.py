@@ -67,14 +67,10 @@ class StreamChecker:
         m = sm.measurement
         seq = m.seq
         stream.received += 1
-        try:
-            signer = recover_signer(sm, self.domain).lower()
-            leaf = struct_hash(m)
-        except ValueError as exc:
-            return [Finding("forgery", gw, seq, seq, f"bad signature: {exc}")]
-        if signer != gw or m.gateway.lower() != gw:
-            return [Finding("forgery", gw, seq, seq, f"seq {seq} signed by {signer}, record names "
-                            f"{m.gateway.lower()}, topic gateway is {gw}")]
+        problem = signature_problem(gw, sm, self.domain)
+        if problem is not None:
+            return [Finding("forgery", gw, seq, seq, problem)]
+        leaf = struct_hash(m)
         seen = stream.leaves.get(seq)
         if seen is not None:
             if seen == leaf:
@@ -118,6 +114,21 @@ class StreamChecker:
                        "malformed": kinds.count("malformed"),
                        "last_seq": (s.next_seq - 1) if s.next_seq is not None else -1}
         return out
+
+
+def signature_problem(gw: str, sm: SignedMeasurement, domain: Domain) -> str | None:
+    """Why a record is not the topic gateway's own (None when it is): a malformed signature, a
+    signer other than `gw` (lower case), or a record that names another gateway. The master's
+    ingest (gateway/master/verify.py) judges records with the same function."""
+    m = sm.measurement
+    try:
+        signer = recover_signer(sm, domain).lower()
+    except ValueError as exc:
+        return f"bad signature: {exc}"
+    if signer != gw or m.gateway.lower() != gw:
+        return (f"seq {m.seq} signed by {signer}, record names {m.gateway.lower()}, topic "
+                f"gateway is {gw}")
+    return None
 
 
 def _continuity(gw: str, stream: GatewayStream, seq: int) -> list[Finding]:

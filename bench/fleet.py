@@ -1,0 +1,247 @@
+"""The master station under load (issue 15): virtual gateways (real keys, real signed batches in the
+wire format, each its own seq, some gaps and forgeries) through one mosquitto into `drgw master run`
+worker processes, on SQLite and on PostgreSQL, with 1 and with 2 workers.
+
+Two runs:
+- throughput: the records are signed first, then published as fast as the broker takes them while
+  the workers verify and store; records/s per worker = its stored records over the span from the
+  first to the last record stored (the database's stored_ms), so signing never counts.
+- soak: N gateways at 1 record/s each for S seconds (real time, paced); of the records, 0.1% are
+  never published (gaps), 0.1% are published altered (forgeries) and 0.1% twice (duplicates); then
+  the run waits until every gap is repaired through `resend` (the virtual gateways answer it) and
+  checks 0 lost, 0 forgeries stored, each record stored once.
+
+    .venv/bin/python bench/fleet.py                       # both runs, small sizes (about 3 min)
+    .venv/bin/python bench/fleet.py --soak-gateways 1000 --soak-seconds 120   # the issue's goal
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.master.localpg import LocalPostgres
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.keyfile import write_key
+from gateway.measurement.wire import encode_batch
+from gateway.network.localbroker import Broker
+from gateway.testing.virtual_fleet import FleetLink, VirtualGateway, make_fleet
+
+
+class Setup:
+    """A broker, a database (sqlite or postgres), an operator key and the master config."""
+
+    def __init__(self, stack: ExitStack, root: Path, backend: str, pg: LocalPostgres | None,
+                 name: str) -> None:
+        self.root = root / name
+        self.root.mkdir(parents=True)
+        self.broker = stack.enter_context(Broker(self.root / "mosquitto"))
+        self.operator = GatewayKey.generate()
+        write_key(self.root / "operator.key", self.operator)
+        if backend == "sqlite":
+            self.db: dict[str, Any] = {"sqlite": str(self.root / "master.sqlite")}
+            database = f'sqlite = "{self.root / "master.sqlite"}"'
+        else:
+            assert pg is not None
+            self.db = {"url": pg.database(name)}
+            database = f'url = "{self.db["url"]}"'
+        self.config = self.root / "master.toml"
+        self.config.write_text(f'[broker]\nurl = "{self.broker.url}"\n[database]\n{database}\n'
+                               '[operator]\nkey = "operator.key"\n[repair]\ngrace_s = 2\n'
+                               "first_retry_s = 3\nscan_s = 0.5\n")
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if "sqlite" in self.db:
+            conn = sqlite3.connect(self.db["sqlite"], timeout=30)
+            try:
+                return conn.execute(sql).fetchall()
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(self.db["url"]) as pg:
+            return list(pg.execute(sql).fetchall())  # type: ignore[call-overload]
+
+    def count(self) -> int:
+        return int(self.query("SELECT COUNT(*) FROM measurements")[0][0])
+
+
+@contextmanager
+def workers(setup: Setup, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "master", "run",
+                               str(setup.config), "--worker", f"w{i}"],
+                              stderr=(setup.root / f"w{i}.log").open("wb"))
+             for i in range(n)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # subscribed: the worker logs it
+            if all(b"subscribed at" in (setup.root / f"w{i}.log").read_bytes() for i in range(n)):
+                break
+            time.sleep(0.1)
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+
+
+def wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: waited {timeout:g} s for {what}")
+        time.sleep(0.2)
+
+
+# ---- throughput ----
+
+def signed_payloads(n_gateways: int, records: int, batch: int) -> tuple[list[VirtualGateway],
+                                                                        list[tuple[str, bytes]]]:
+    fleet = make_fleet(n_gateways)
+    per = records // n_gateways
+    columns = []
+    for g in fleet:
+        made = g.make(per)
+        columns.append([(g.gw, encode_batch(made[i:i + batch])) for i in range(0, per, batch)])
+    # round robin: the gateways interleaved, each one's batches in seq order (as live gateways)
+    payloads = [p for row in zip(*columns, strict=True) for p in row]
+    return fleet, payloads
+
+
+async def blast(setup: Setup, payloads: list[tuple[str, bytes]]) -> None:
+    import aiomqtt
+
+    async with aiomqtt.Client(setup.broker.host, setup.broker.port,
+                              max_queued_outgoing_messages=10_000_000) as client:
+        for gw, payload in payloads:
+            await client.publish(f"drgw/v1/{gw}/meas", payload, qos=1)
+
+
+def throughput(setup: Setup, n_workers: int, payloads: list[tuple[str, bytes]],
+               total: int) -> dict[str, Any]:
+    with workers(setup, n_workers):
+        asyncio.run(blast(setup, payloads))
+        wait(lambda: setup.count() >= total, 900, f"{total} records stored")
+    rows = setup.query("SELECT worker, COUNT(*), MIN(stored_ms), MAX(stored_ms) FROM measurements "
+                       "GROUP BY worker ORDER BY worker")
+    span_s = max((hi - lo) for _, _, lo, hi in rows) / 1000 or 1e-3
+    lo_all = min(r[2] for r in rows)
+    hi_all = max(r[3] for r in rows)
+    return {"workers": n_workers, "records": total,
+            "per_worker_rps": {w: round(n / max((hi - lo) / 1000, 1e-3)) for w, n, lo, hi in rows},
+            "total_rps": round(total / max((hi_all - lo_all) / 1000, 1e-3)),
+            "span_s": round(span_s, 2)}
+
+
+# ---- soak ----
+
+async def soak_publish(setup: Setup, fleet: list[VirtualGateway], rate: float, seconds: float,
+                       rng: random.Random) -> dict[str, int]:
+    link = FleetLink(fleet, host=setup.broker.host, port=setup.broker.port,
+                     operators=[setup.operator.address])
+    injected = {"gaps": 0, "forgeries": 0, "duplicates": 0}
+    async with link.running():
+        for g in fleet:
+            await link.birth(g)
+        start = time.monotonic()
+        tick = 0
+        while time.monotonic() - start < seconds:
+            for g in fleet:
+                records = g.make(max(1, int(rate)))
+                roll = rng.random()
+                if roll < 0.01 / 10:
+                    injected["gaps"] += 1
+                    continue  # dropped: a gap the master must repair
+                if roll < 0.02 / 10:
+                    injected["forgeries"] += 1
+                    await link.publish(g, [g.tampered(records[0]), *records[1:]])
+                    continue
+                await link.publish(g, records)
+                if roll < 0.03 / 10:
+                    injected["duplicates"] += 1
+                    await link.publish(g, records)
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick / rate * max(1, int(rate)) -
+                                    time.monotonic()))
+        for g in fleet:  # one more record each, so a drop in the last second is a gap too
+            await link.publish(g, g.make(1))
+        expected = sum(len(g.made) for g in fleet)
+        await asyncio.to_thread(wait, lambda: setup.count() >= expected, 600,
+                                "every gap repaired")
+        await asyncio.to_thread(wait, lambda: not setup.query(
+            "SELECT 1 FROM gaps WHERE state IN ('open', 'repairing')"), 120, "the gaps settled")
+    return injected
+
+
+def soak(setup: Setup, n_workers: int, n_gateways: int, rate: float,
+         seconds: float) -> dict[str, Any]:
+    fleet = make_fleet(n_gateways)
+    t0 = time.monotonic()
+    with workers(setup, n_workers):
+        injected = asyncio.run(soak_publish(setup, fleet, rate, seconds, random.Random(7)))
+        took = time.monotonic() - t0
+    honest = {(g.gw, seq, leaf) for g in fleet for seq, leaf in g.made.items()}
+    stored = {(gw, int(seq), bytes(leaf)) for gw, seq, leaf in
+              setup.query("SELECT gw, seq, leaf FROM measurements")}
+    gaps = setup.query("SELECT state, COUNT(*) FROM gaps GROUP BY state")
+    return {"workers": n_workers, "gateways": n_gateways, "rate_per_gw": rate,
+            "seconds": seconds, "records": len(honest), "injected": injected,
+            "lost_after_repair": len(honest - stored), "forgeries_stored": len(stored - honest),
+            "quarantined": int(setup.query("SELECT COUNT(*) FROM quarantine")[0][0]),
+            "gaps": dict(gaps), "wall_s": round(took, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--records", type=int, default=40_000, help="throughput run: records")
+    ap.add_argument("--gateways", type=int, default=200, help="throughput run: gateways")
+    ap.add_argument("--batch", type=int, default=20, help="throughput run: records per payload")
+    ap.add_argument("--soak-gateways", type=int, default=200)
+    ap.add_argument("--soak-seconds", type=float, default=20)
+    ap.add_argument("--soak-workers", type=int, default=2)
+    ap.add_argument("--skip-soak", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    args = ap.parse_args()
+    backends = args.backends.split(",")
+    report: dict[str, Any] = {"cpus": os.cpu_count(), "throughput": [], "soak": []}
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="drgw-fleet-") as tmp:
+        pg = stack.enter_context(LocalPostgres(fsync=True)) if "postgres" in backends else None
+        if not args.skip_throughput:
+            print(f"signing {args.records} records of {args.gateways} gateways ...", file=sys.stderr)
+            _, payloads = signed_payloads(args.gateways, args.records, args.batch)
+            total = (args.records // args.gateways) * args.gateways
+            for backend in backends:
+                for n in (int(w) for w in args.workers.split(",")):
+                    setup = Setup(stack, Path(tmp), backend, pg, f"t_{backend}_{n}")
+                    row = {"backend": backend, **throughput(setup, n, payloads, total)}
+                    print(json.dumps(row), file=sys.stderr)
+                    report["throughput"].append(row)
+        if not args.skip_soak:
+            for backend in backends:
+                setup = Setup(stack, Path(tmp), backend, pg, f"s_{backend}")
+                row = {"backend": backend, **soak(setup, args.soak_workers, args.soak_gateways,
+                                                   1.0, args.soak_seconds)}
+                print(json.dumps(row), file=sys.stderr)
+                report["soak"].append(row)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The master's embedded database: one SQLite file in WAL mode, shared by the workers of one machine.
+
+Several worker processes may open the same file: WAL lets readers run beside the one writer, and
+`BEGIN IMMEDIATE` with a busy timeout makes writers queue instead of failing (sqlite.org/wal.html,
+sqlite.org/lang_transaction.html). For workers on several machines, use PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.master.sql import Row, create, schema
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteSql:
+    """`Sql` over sqlite3, autocommit outside explicit transactions."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.name = f"sqlite {path}"
+        try:
+            self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"[database] sqlite = \"{path}\": cannot open it ({exc}); check the "
+                              "folder exists and the service user may write there") from None
+        self._depth = 0
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
+        cursor = self._conn.execute(sql, params)
+        rows = cursor.fetchall()
+        return rows, cursor.rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return self._conn.executemany(sql, rows).rowcount
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock at the start, so two workers never deadlock upgrading a
+        # read lock (SQLITE_BUSY without waiting) half-way through.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_sqlite(path: str | Path) -> SqliteSql:
+    sql = SqliteSql(path)
+    create(sql, schema(blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+    return sql

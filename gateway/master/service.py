@@ -1,0 +1,324 @@
+"""`drgw master run`: one worker of the master station, a long-running asyncio service.
+
+One TaskGroup runs the named parts: `mqtt` (the broker session, reconnecting with jittered backoff,
+routing each message), `ingest` (verify + store runs of meas payloads), `repair` (gap scan, leases,
+signed resends), `watchdog` (sd_notify READY/WATCHDOG) and `metrics` (Prometheus, optional). All
+database work runs on one thread (`db`), one connection, so the event loop never waits on a disk or
+a server. Later parts of the master (Report relay, market operation, the dashboard) join the same
+TaskGroup as further named tasks over the same `MasterParts` (docs/master.md, "Adding a part").
+
+Measurement and health topics are SHARED subscriptions (`$share/<group>/…`, MQTT 5 §4.8.2): the
+broker hands each message to one worker of the group, so N workers split the stream. Status and
+reply topics are ordinary subscriptions on every worker: a shared subscription gets no retained
+messages (MQTT 5 §4.8.2, "retained messages are not sent"), and a reply must reach whichever worker
+can match it; both are idempotent writes in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiomqtt
+
+from gateway.clock import wall_ms
+from gateway.errors import DrgwError
+from gateway.master.fleet_state import parse_status
+from gateway.master.gaps import GapBook
+from gateway.master.ledger import Ledger
+from gateway.master.repair import on_reply, run_repair
+from gateway.master.settings import MasterSettings
+from gateway.master.sql import Sql
+from gateway.master.verify import BatchCheck, check_batch
+from gateway.measurement.eip712 import Domain
+from gateway.measurement.identity import GatewayKey
+from gateway.measurement.record import measurement_domain
+from gateway.network import topics
+from gateway.ops.sdnotify import Watchdog
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+INGEST_RUN = 200  # payloads stored in one transaction at most
+QUEUE_MAX = 10_000  # payloads waiting for the database; the broker queues the rest (QoS 1)
+STALE_LINK_S = 60.0  # the watchdog stops pinging after this long without a broker session
+
+
+@dataclass
+class Counters:
+    """What this worker did since it started (the metrics and `drgw master status` read them)."""
+
+    payloads: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    resends: int = 0
+    replies: int = 0
+    alerts: dict[str, int] = field(default_factory=dict)
+    queued: int = 0  # payloads received and not yet stored (the ingest backlog)
+    connected: bool = False
+    disconnected_at: float = 0.0
+    db_error: str | None = None
+
+    def alerted(self, kinds: list[str]) -> None:
+        for kind in kinds:
+            self.alerts[kind] = self.alerts.get(kind, 0) + 1
+
+
+@dataclass
+class MasterParts:
+    """What the tasks share, built once by `build` (the composition root) and handed in."""
+
+    settings: MasterSettings
+    worker: str
+    sql: Sql
+    ledger: Ledger
+    gaps: GapBook
+    domain: Domain
+    operator: GatewayKey | None
+    db: ThreadPoolExecutor
+    counters: Counters = field(default_factory=Counters)
+    client: aiomqtt.Client | None = None
+
+    async def in_db(self, work: Callable[[], T]) -> T:
+        """Run `work` on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.db, work)
+
+
+def build(settings: MasterSettings, *, worker: str | None = None) -> MasterParts:
+    from gateway.master.db_sqlite import open_sqlite
+
+    name = worker or settings.worker or f"{socket.gethostname()}-{os.getpid()}"
+    if settings.database_url is not None:
+        from gateway.master.db_postgres import open_postgres
+
+        sql: Sql = open_postgres(settings.database_url)
+    else:
+        assert settings.sqlite is not None
+        sql = open_sqlite(settings.sqlite)
+    ledger = Ledger(sql, worker=name)
+    operator = None
+    if settings.operator_key is not None:
+        from gateway.measurement.keyfile import load_key
+
+        operator = load_key(settings.operator_key, os.environ.get("DRGW_KEY_PASSWORD"))
+    domain = measurement_domain(settings.chain_id) if settings.chain_id else measurement_domain()
+    return MasterParts(settings=settings, worker=name, sql=sql, ledger=ledger,
+                       gaps=GapBook(ledger, settings.repair), domain=domain, operator=operator,
+                       db=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drgw-master-db"))
+
+
+class MasterService:
+    """One worker: `run()` until `stop()` (or SIGTERM), then close the database."""
+
+    def __init__(self, parts: MasterParts, *, watchdog: Watchdog | None = None) -> None:
+        self.parts = parts
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(QUEUE_MAX)
+        self.stopped = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        self.watchdog = watchdog or Watchdog.from_environment(health=self.health,
+                                                              status_line=self.status_line)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def health(self, now: float) -> str | None:
+        c = self.parts.counters
+        if c.db_error is not None:
+            return f"database: {c.db_error}"
+        if not c.connected and now - c.disconnected_at > STALE_LINK_S:
+            return f"no broker session for {now - c.disconnected_at:.0f} s"
+        return None
+
+    def status_line(self) -> str:
+        c = self.parts.counters
+        return (f"worker {self.parts.worker}: {c.stored} stored, {c.duplicates} duplicate(s), "
+                f"{c.quarantined} quarantined, {c.resends} resend(s)")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        self.parts.counters.disconnected_at = loop.time()
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._link(), name="mqtt"),
+                         group.create_task(self._ingest(), name="ingest"),
+                         group.create_task(run_repair(self.parts, self.stopped), name="repair"),
+                         group.create_task(self._watchdog(), name="watchdog")]
+                if self.parts.settings.prometheus is not None:
+                    from gateway.master.metrics import serve_metrics
+
+                    tasks.append(group.create_task(serve_metrics(self.parts), name="metrics"))
+                await self.stopped.wait()
+                self.watchdog.stopping("stopping: storing what was received")
+                await self._drain()
+                for task in reversed(tasks):
+                    task.cancel()
+        finally:
+            await self.parts.in_db(self.parts.sql.close)
+            self.parts.db.shutdown(wait=True)
+        return 0
+
+    async def _watchdog(self) -> None:
+        """READY=1 once the first broker session is subscribed: a worker that cannot receive is
+        not started (systemd's TimeoutStartSec then restarts it), and a test or an orchestrator
+        waiting for READY knows that what is published from then on reaches the group."""
+        await self.subscribed.wait()
+        await self.watchdog.run()
+
+    async def _drain(self) -> None:
+        """What reached the queue is stored before the worker goes (what did not, the broker
+        or a resend gives again)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), 10.0)
+
+    # ---- the broker session ----
+
+    async def _link(self) -> None:
+        attempt = 0
+        while not self.stopped.is_set():
+            try:
+                async with self._client() as client:
+                    attempt = 0
+                    await self._session(client)
+            except aiomqtt.MqttError as exc:
+                log.warning("broker %s: %s; reconnecting", self._broker_shown(), exc)
+            finally:
+                self.parts.client = None
+                self.parts.counters.connected = False
+                self.parts.counters.disconnected_at = asyncio.get_running_loop().time()
+            attempt += 1
+            # equal jitter, as the agent's link (docs/mqtt.md, "Connection")
+            await asyncio.sleep(random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** attempt))
+
+    def _broker_shown(self) -> str:
+        return self.parts.settings.broker.url.rpartition("@")[2]
+
+    def _client(self) -> aiomqtt.Client:
+        from gateway.network.settings import LinkSettings
+
+        b = self.parts.settings.broker
+        password = None
+        if b.password_file is not None:
+            from gateway.measurement.keyfile import read_password_file
+
+            password = read_password_file(b.password_file)
+        s = LinkSettings.from_url(b.url, client_id=f"drgw-master-{self.parts.worker}"[:64],
+                                  ca=b.ca, cert=b.cert, key=b.key, username=b.username,
+                                  password=password)
+        return aiomqtt.Client(
+            s.broker.host, s.broker.port, identifier=s.client_id, username=s.username,
+            password=s.password, protocol=aiomqtt.ProtocolVersion.V5, clean_start=True,
+            tls_context=s.tls.context() if s.broker.tls else None, timeout=s.timeout_s,
+            keepalive=30, max_queued_incoming_messages=QUEUE_MAX)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        group = self.parts.settings.broker.share_group
+        await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.MEAS)}", qos=1)
+        await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.HEALTH)}", qos=0)
+        await client.subscribe(topics.fleet_filter(topics.Kind.STATUS), qos=1)
+        await client.subscribe(topics.fleet_filter(topics.Kind.REPLY), qos=1)
+        self.parts.client = client
+        self.parts.counters.connected = True
+        self.subscribed.set()
+        log.warning("worker %s: subscribed at %s (share group %s)", self.parts.worker,
+                    self._broker_shown(), group)
+        async for message in client.messages:
+            await self._route(str(message.topic), _payload(message))
+
+    async def _route(self, name: str, payload: bytes) -> None:
+        parsed = topics.parse(name)
+        if parsed is None:
+            return
+        if parsed.kind is topics.Kind.MEAS:
+            await self.queue.put((parsed.gw, payload))
+            self.parts.counters.queued = self.queue.qsize()
+        elif parsed.kind is topics.Kind.STATUS:
+            await self._status(parsed.gw, payload)
+        elif parsed.kind is topics.Kind.HEALTH:
+            body = payload.decode("utf-8", "replace")[:16_384]
+            await self._db(lambda: self.parts.ledger.record_health(parsed.gw, body,
+                                                                   now_ms=wall_ms()))
+        elif parsed.kind is topics.Kind.REPLY:
+            await on_reply(self.parts, parsed.gw, payload)
+
+    async def _status(self, gw: str, payload: bytes) -> None:
+        update = parse_status(payload)
+        if update is None:
+            log.info("status of %s is not a JSON object: ignored", gw)
+            return
+        alerts = await self._db(lambda: self.parts.ledger.record_status(gw, update,
+                                                                        now_ms=wall_ms()))
+        self.parts.counters.alerted([a.kind for a in alerts or []])
+
+    async def _db(self, work: Callable[[], T]) -> T | None:
+        """Database work whose failure is logged and shown by the watchdog, not fatal: a
+        database restart must not end the worker (the broker and resends give the data again)."""
+        try:
+            result = await self.parts.in_db(work)
+        except Exception as exc:  # psycopg/sqlite3 errors of a server or disk that went away
+            if self.parts.counters.db_error is None:
+                log.error("database %s: %s", self.parts.sql.name, exc)
+            self.parts.counters.db_error = str(exc)[:200]
+            return None
+        self.parts.counters.db_error = None
+        return result
+
+    # ---- ingest ----
+
+    async def _ingest(self) -> None:
+        while True:
+            run = [await self.queue.get()]
+            while len(run) < INGEST_RUN and not self.queue.empty():
+                run.append(self.queue.get_nowait())
+            try:
+                await self._store(run)
+            finally:
+                for _ in run:
+                    self.queue.task_done()
+                self.parts.counters.queued = self.queue.qsize()
+
+    async def _store(self, run: list[tuple[str, bytes]]) -> None:
+        parts = self.parts
+        roster, domain = parts.settings.gateways, parts.domain
+
+        def work() -> Any:
+            checks: list[BatchCheck] = [check_batch(gw, p, domain, roster=roster) for gw, p in run]
+            return parts.ledger.store(checks, now_ms=wall_ms())
+
+        result = await self._db(work)
+        c = parts.counters
+        c.payloads += len(run)
+        if result is not None:
+            c.stored += result.inserted
+            c.duplicates += result.duplicates
+            c.quarantined += result.quarantined
+            c.alerted([a.kind for a in result.alerts])
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    p = message.payload
+    return p if isinstance(p, bytes) else str(p).encode()
+
+
+async def serve(settings: MasterSettings, *, worker: str | None = None) -> int:
+    """Build and run one worker. A part that fails (a metrics port taken, a bug) ends the worker
+    with that part's error, not the TaskGroup's wrapper, so the CLI prints it as one line."""
+    parts = build(settings, worker=worker)
+    try:
+        return await MasterService(parts).run()
+    except ExceptionGroup as group:
+        first = group.exceptions[0]
+        if isinstance(first, DrgwError):
+            raise first from None
+        raise
