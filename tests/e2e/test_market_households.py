@@ -171,9 +171,13 @@ async def _scenario(homes: dict[str, Household], ev: mh.Evening, chain: ThreadPo
         await until(partial(_settled, h, event_id), what=f"{h.spec.name}'s settlement journalled",
                     detail=partial(_tail, h, event_id))
     _check_outcomes(homes, event_id, committed, awards)
+    # pull settlement: what each household is owed waits in the market until it is claimed
+    owed = {n: await loop.run_in_executor(chain, c.claimable, h.wallet) for n, h in homes.items()}
+    _check_money(homes, awards, {n: 0 for n in homes}, owed)
+    await _bidders_follow(homes, window)  # each bidder's next cycle claims for its household
     balances = {n: await loop.run_in_executor(chain, c.balance, h.wallet) for n, h in homes.items()}
     _check_money(homes, awards, balances_before, balances)
-    await _bidders_follow(homes, window)
+    assert [await loop.run_in_executor(chain, c.claimable, h.wallet) for h in homes.values()] == [0] * 3
     await _prove(homes, window, event_id, chain, operator)
 
 
@@ -327,11 +331,13 @@ def _check_outcomes(homes: dict[str, Household], event_id: str, committed: dict[
 
 def _check_money(homes: dict[str, Household], awards: dict[str, int], before: dict[str, int],
                  after: dict[str, int]) -> None:
-    """Token balances: refunded deposits and payments arrive in the wallets; C's deposit does not."""
+    """Payments and refunded deposits, owed (before: 0) or arrived in the wallets (before: the balance
+    after the bid); C's deposit is forfeited."""
     for n in homes:
         pay = MTOK_PRICE * awards[n] * mh.WINDOW_S // 3_600_000
         deposit = mh.DEPOSIT_PER_KW_MTOK * awards[n] // 1000
-        assert before[n] == mh.WALLET_TOKENS_MTOK - deposit  # the deposit was escrowed at the bid
+        if before[n]:
+            assert before[n] == mh.WALLET_TOKENS_MTOK - deposit  # the deposit was escrowed at the bid
         assert after[n] - before[n] == pay + (deposit if n != "C" else 0), (n, before[n], after[n])
 
 
@@ -342,6 +348,7 @@ async def _bidders_follow(homes: dict[str, Household], window: int) -> None:
         changes = await bidder.cycle(int(time.time()))
         settled = [c for c in changes if c.change == "settled"]
         assert len(settled) == 1 and settled[0].outcome is not None, (n, changes)
+        assert [c.change for c in changes].count("claimed") == 1, (n, changes)
         assert settled[0].outcome["window"] == window
         assert settled[0].outcome["deposit"] == ("forfeited" if n == "C" else "refunded")
         summary = bidder.journal.summary()
