@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from gateway.loop.runner import DrLoop
 
 log = logging.getLogger(__name__)
-BIDDING = ("terms", "place_bid", "withdraw_bid", "bids")  # the BiddingPort's methods
+BIDDING = ("terms", "place_bid", "withdraw_bid", "bids", "claim")  # the BiddingPort's methods
 
 
 class SampleTee:

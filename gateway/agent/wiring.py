@@ -40,6 +40,7 @@ from gateway.perception.readings import Quality
 
 if TYPE_CHECKING:
     from gateway.chain.market_types import BiddingPort, MarketPort
+    from gateway.chain.relay_port import ChainRelayQueue
     from gateway.chain.settings import ChainConfig
     from gateway.loop.bidder import Bidder
     from gateway.loop.runner import DrLoop
@@ -105,8 +106,10 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
     wake = asyncio.Event()  # new outbox rows: the publisher looks again
     layer = DeviceLayer(config.devices, sink=samples.put_nowait)
     events = EventPublisher(gw=key.address)
+    relay = chain_relay(config, key=key)
     dr = None if config.dr is None else dr_loop(
-        config, key=key, layer=layer, store=store, publish=events.publish_event, options=loop)
+        config, key=key, layer=layer, store=store, publish=events.publish_event, options=loop,
+        relay=relay)
     bidder = bidding.bidder(config, dr=dr, publish=tee(events.publish_event, loop.on_event),
                             bidding=loop.bidding)
     progress = sdnotify.PipelineProgress(limits=sdnotify.StallLimits.for_devices(
@@ -137,7 +140,8 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
         config=config, store=store, layer=layer, pipeline=pipeline, link=link, publisher=publisher,
         housekeeping=Housekeeping(config=config, store=store, pipeline=pipeline,
                                   connected=link.connected, started=started, stop=stop),
-        workers=session_workers(config, key=key, parts=(publisher, health, events, dispatcher)),
+        workers=session_workers(config, key=key, parts=(publisher, health, events, dispatcher,
+                                                        *(() if relay is None else (relay,)))),
         readout=readout, control=control, dr=dr, bidder=bidder, watchdog=watchdog,
         metrics=metrics_server(config, key=key, readout=readout, started=started,
                                commands=dispatcher.counters))
@@ -192,8 +196,19 @@ def metrics_server(config: GatewayConfig, *, key: GatewayKey, readout: Readout, 
     return functools.partial(metrics.serve, config.metrics, collector=collector)
 
 
+def chain_relay(config: GatewayConfig, *, key: GatewayKey) -> ChainRelayQueue | None:
+    """`[chain] relay = "mqtt"`: the queue of signed Reports and commitments for the master
+    station, published on the gateway's `chain` topic (docs/mqtt.md)."""
+    if config.chain is None or config.chain.relay != "mqtt":
+        return None
+    from gateway.chain.relay_port import ChainRelayQueue
+
+    return ChainRelayQueue(topic=topics.topic(topics.gw_id(key.address), topics.Kind.CHAIN))
+
+
 def dr_loop(config: GatewayConfig, *, key: GatewayKey, layer: DeviceLayer, store: Store,
-            publish: Callable[[EventBody], None], options: LoopOptions) -> DrLoop:
+            publish: Callable[[EventBody], None], options: LoopOptions,
+            relay: ChainRelayQueue | None = None) -> DrLoop:
     from gateway.loop.journal import Journal
     from gateway.loop.runner import DrLoop
 
@@ -203,7 +218,8 @@ def dr_loop(config: GatewayConfig, *, key: GatewayKey, layer: DeviceLayer, store
     if market is None and chain is not None:
         from gateway.chain.port import LazyMarketPort
 
-        market = LazyMarketPort(chain, gateway_secret=key.secret())
+        market = LazyMarketPort(chain, gateway_secret=key.secret(),
+                                relay=None if relay is None else relay.put)
     main = next((d.name for d in config.devices.devices if d.role == "main"), None)
     if main is None:
         log.error("[dr] is configured but no device has role = \"main\": the loop cannot "

@@ -30,7 +30,8 @@ class Wallet:
     household: str
     balance_mtok: int
     allowance_mtok: int  # what the market may still take: the cap of further deposits
-    held_mtok: int  # deposits of open and consumed bids
+    held_mtok: int  # deposits of open, sealed and consumed bids
+    claimable_mtok: int  # payments and refunds credited in the market, not yet claimed
     registered: bool
     gateway: str
     aggregator: str
@@ -53,14 +54,33 @@ class WindowEarning:
 
 
 def household_bids(client: MarketClient, household: str) -> list[HeldBid]:
-    """Every bid `household` placed, oldest first, with the state the contract holds now."""
+    """Every bid `household` placed or committed (sealed), oldest first, with the state the
+    contract holds now. A sealed bid's terms come from its BidRevealed log once revealed; an
+    unrevealed one that a window passed has a CommitmentUnrevealed log (refund minus penalty)."""
     wallet = client.w3.to_checksum_address(household)
-    logs = client.market.events.BidPlaced().get_logs(
-        argument_filters={"household": wallet}, from_block=0)
-    out: list[HeldBid] = []
-    for log in sorted(logs, key=lambda e: int(e["args"]["bidId"])):
-        out.append(_held(client, log["args"]))
-    return out
+    events, who = client.market.events, {"argument_filters": {"household": wallet},
+                                         "from_block": 0}
+    logs = list(events.BidPlaced().get_logs(**who))
+    revealed = {int(e["args"]["bidId"]): e["args"] for e in events.BidRevealed().get_logs(**who)}
+    gone = {int(e["args"]["bidId"]) for e in events.CommitmentUnrevealed().get_logs(**who)}
+    out = [_held(client, log["args"]) for log in logs]
+    for log in events.BidCommitted().get_logs(**who):
+        out.append(_sealed(client, log["args"], revealed, gone))
+    return sorted(out, key=lambda b: b.bid_id)
+
+
+def _sealed(client: MarketClient, committed: Any, revealed: dict[int, Any],
+            gone: set[int]) -> HeldBid:
+    bid_id = int(committed["bidId"])
+    now = client.bid(bid_id)
+    r = revealed.get(bid_id)
+    order = BidOrder(from_s=int(r["fromTs"]) if r else 0, to_s=int(r["toTs"]) if r else 0,
+                     power_w=int(r["powerW"]) if r else 0, rated_w=int(committed["ratedW"]),
+                     price_mtok=int(r["priceMtok"]) if r else 0)
+    sealing = "revealed" if r else ("unrevealed" if bid_id in gone else "committed")
+    return HeldBid(bid_id=bid_id, order=order, deposit_mtok=int(committed["deposit"]),
+                   state=BID_STATES.get(int(now["state"]), "unknown"), window=int(now["window"]),
+                   award_w=int(now["awardW"]), sealing=sealing)
 
 
 def _held(client: MarketClient, placed: Any) -> HeldBid:
@@ -81,7 +101,8 @@ def wallet(client: MarketClient, household: str) -> Wallet:
     h = client.household(address)
     held = sum(b.deposit_mtok for b in household_bids(client, address) if b.state in HELD_STATES)
     return Wallet(household=address, balance_mtok=client.balance(address),
-                  allowance_mtok=allowance, held_mtok=held, registered=bool(h["registered"]),
+                  allowance_mtok=allowance, held_mtok=held,
+                  claimable_mtok=client.claimable(address), registered=bool(h["registered"]),
                   gateway=str(h["gateway"]), aggregator=str(h["aggregator"]),
                   score=int(h["score"]))
 

@@ -56,7 +56,10 @@ class BidOrder:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeldBid:
     """One of this household's bids as the contract holds it. `state`: "open", "withdrawn",
-    "consumed" (took part in `window`, deposit still held) or "done" (deposit refunded/forfeited)."""
+    "consumed" (took part in `window`, deposit still held), "done" (deposit refunded/forfeited) or
+    "sealed" (committed, not revealed). `sealing` is "" for an open bid, else "committed" (its
+    terms still hidden: `order` has only its rated power), "revealed" or "unrevealed" (a window
+    passed it unrevealed: refunded minus the penalty)."""
 
     bid_id: int
     order: BidOrder
@@ -64,6 +67,7 @@ class HeldBid:
     state: str
     window: int = 0
     award_w: int = 0
+    sealing: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +81,7 @@ class MarketTerms:
     allowance_mtok: int  # what the household lets the market take: the cap of deposits at risk
     balance_mtok: int
     announced: tuple[tuple[int, int, int], ...] = ()  # (window, start_s, end_s) announced, not cleared
+    claimable_mtok: int = 0  # payments and refunds credited to the household, not yet claimed
 
 
 class MarketPort(Protocol):
@@ -99,3 +104,4 @@ class BiddingPort(Protocol):
     def place_bid(self, order: BidOrder) -> int: ...  # the new bid id; raises ChainRevert
     def withdraw_bid(self, bid_id: int) -> None: ...
     def bids(self) -> list[HeldBid]: ...  # this household's bids, newest last
+    def claim(self) -> int: ...  # pay the household's balance in the market out to it: mtok paid

@@ -11,6 +11,7 @@ loop that do not need a chain.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,7 +173,8 @@ class Web3MarketPort:
         return MarketTerms(chain_now_s=now, deposit_per_kw_mtok=config.deposit_per_kw_mtok,
                            lockout_s=config.lockout_s, tolerance_bps=config.tolerance_bps,
                            allowance_mtok=c.allowance(self.household),
-                           balance_mtok=c.balance(self.household), announced=announced)
+                           balance_mtok=c.balance(self.household), announced=announced,
+                           claimable_mtok=c.claimable(self.household))
 
     def place_bid(self, order: BidOrder) -> int:
         """placeBidFor(household, ...) from the gateway's account; raises ChainRevert (e.g.
@@ -184,6 +186,12 @@ class Web3MarketPort:
 
     def withdraw_bid(self, bid_id: int) -> None:
         self.client.withdraw_bid(self.bidder, bid_id)
+
+    def claim(self) -> int:
+        """DRMarket.claim(household) through the configured sender (anyone may send it, so a
+        relayer pays the gas); the tokens go to the household's wallet. Returns the mtok paid."""
+        mined = self.client.claim(self.sender, self.household)
+        return sum(int(e["amount"]) for e in self.client.events("Claimed", mined))
 
     def bids(self) -> list[HeldBid]:
         """This household's bids: BidPlaced logs (indexed by household) for what was offered,
@@ -220,8 +228,10 @@ class LazyMarketPort:
     """A Web3MarketPort built on first use (in the chain thread), so a node that is down at start-up
     delays the Report path instead of the agent; each call retries the connection until it works."""
 
-    def __init__(self, chain: ChainConfig, *, gateway_secret: bytes) -> None:
+    def __init__(self, chain: ChainConfig, *, gateway_secret: bytes,
+                 relay: Callable[[bytes], None] | None = None) -> None:
         self.chain = chain
+        self._relay = relay  # [chain] relay = "mqtt": publish Reports and commitments with this
         self.household = chain.household
         self.market_address = chain.market
         self._secret = gateway_secret
@@ -234,6 +244,14 @@ class LazyMarketPort:
 
             c = self.chain
             node = connect(c.rpc, poa=c.poa)
+            if self._relay is not None:
+                from gateway.chain.relay_port import RelayMarketPort
+
+                self._port = RelayMarketPort(w3=node.w3, market=c.market, household=c.household,
+                                             gateway_secret=self._secret, outbox_path=str(c.outbox),
+                                             publish=self._relay)
+                self.household = self._port.household
+                return self._port
             sender = read_key(c.sender_key) if c.sender_key is not None else self._secret
             self._port = Web3MarketPort(w3=node.w3, market=c.market, household=c.household,
                                         gateway_secret=self._secret, sender_secret=sender,
@@ -263,6 +281,9 @@ class LazyMarketPort:
 
     def bids(self) -> list[HeldBid]:
         return self._get().bids()
+
+    def claim(self) -> int:
+        return self._get().claim()
 
     def settlement(self, window: int) -> dict[str, Any] | None:
         return self._get().settlement(window)

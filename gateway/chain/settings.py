@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.schema import Fields
 
 EMBEDDED = "embedded"  # [chain] rpc of `drgw demo`'s own in-process chain
+RELAYS = ("direct", "mqtt")  # [chain] relay: who sends the gateway's Reports and commitments
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class ChainConfig:
     sender_key: Path | None  # key that pays gas for Reports; None = the gateway key itself
     outbox: Path  # SQLite file of the chain outbox (signed transactions, queued Reports)
     poll_interval: float  # seconds between polls for awards and window changes
+    relay: str = "direct"  # "mqtt": Reports and commitments go to a relayer over MQTT (no gas)
 
 
 
@@ -47,12 +49,19 @@ def parse_chain(f: Fields, *, base: Path, store_path: Path) -> ChainConfig:
     outbox = f.optional_str("outbox")
     interval = f.optional_number("poll_interval", minimum=0.1, maximum=3600, unit="seconds",
                                  default=15.0)
+    relay = f.optional_str("relay") or "direct"
+    if relay not in RELAYS:
+        f.fail("relay", f"{relay!r}: write \"direct\" (this gateway sends its Reports, with "
+               "sender_key or its own gas) or \"mqtt\" (a master station relays them)")
+    if relay == "mqtt" and key is not None:
+        f.fail("sender_key", "is not used with relay = \"mqtt\" (the master station pays for "
+               "Reports and commitments; bids go from the gateway key): remove it")
     cfg = ChainConfig(
         rpc=rpc, market=_address(f, "market"), household=_address(f, "household"),
         poa=bool(f.optional_bool("poa")),
         sender_key=None if key is None else _rel(Path(key), base),
         outbox=_rel(Path(outbox), base) if outbox else store_path.with_name("chain-outbox.sqlite"),
-        poll_interval=interval,
+        poll_interval=interval, relay=relay,
     )
     f.reject_unknown()
     return cfg

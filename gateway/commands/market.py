@@ -1,6 +1,7 @@
 """`drgw market`: simulate a DR window, operate a live DR market over --rpc, simulate reputation.
 
-`simulate` runs a whole window on the embedded chain; deploy, register, announce, clear, settle,
+`simulate` runs a whole window on the embedded chain or a JSON-RPC node (--rpc), timed per
+phase; deploy, register, announce, clear, settle,
 check and status act on a live JSON-RPC node with the operator's key from a file; reputation-sim
 compares aggregator choice by reputation with random choice. web3 is imported only inside the run
 functions (through gateway.chain), so `drgw --help` stays light.
@@ -34,9 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _add_simulate(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = cmds.add_parser("simulate", help="run one DR window of a scenario on the embedded chain")
-    p.add_argument("scenario", metavar="SCENARIO", type=Path,
+    p = cmds.add_parser("simulate", help="run one DR window of a scenario, timed per phase")
+    p.add_argument("scenario", metavar="SCENARIO", type=Path, nargs="?",
                    help="scenario TOML, e.g. examples/market/evening-peak.toml")
+    p.add_argument("--households", type=int, metavar="N",
+                   help="instead of a file: N households with one generated bid each")
+    p.add_argument("--seed", type=int, default=1, help="seed of --households (default 1)")
+    p.add_argument("--rpc", metavar="URL", help="a JSON-RPC node, e.g. anvil started with "
+                   "--gas-limit 30000000 (default: the embedded chain)")
+    p.add_argument("--keys", metavar="FILE", help="with --rpc: funded private keys, one per line "
+                   "(default: anvil's public development accounts)")
     p.add_argument("--json", action="store_true", help="print the settlement as one JSON object")
     p.set_defaults(func=run_simulate)
 
@@ -117,14 +125,24 @@ def _live(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from gateway.market.scenario import load_scenario
+    from gateway.market.scenario import generate_scenario, load_scenario
     from gateway.master.simulate import simulate
+    from gateway.master.simulate_run import open_node
 
-    try:
-        text = args.scenario.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{args.scenario}: cannot read the scenario ({exc})") from exc
-    result = simulate(load_scenario(text, source=str(args.scenario)))
+    if (args.scenario is None) == (args.households is None):
+        raise ConfigError("give a SCENARIO file or --households N (not both)")
+    if args.keys and not args.rpc:
+        raise ConfigError("--keys needs --rpc URL (the embedded chain funds its own accounts)")
+    if args.households is not None:
+        scenario = generate_scenario(households=args.households, seed=args.seed)
+    else:
+        try:
+            text = args.scenario.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{args.scenario}: cannot read the scenario ({exc})") from exc
+        scenario = load_scenario(text, source=str(args.scenario))
+    node = open_node(args.rpc, keys_file=args.keys) if args.rpc else None
+    result = simulate(scenario, node=node)
     if args.json:
         print(json.dumps(result.as_json()))
         return 0
@@ -139,6 +157,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     _table(head, rows)
     print(f"operator gain {result.operator_gain:.3f} tokens   "
           f"{result.tx_count} transactions, {result.gas_total} gas")
+    print(f"{len(result.bids)} bids; seconds: " + "  ".join(
+        f"{phase} {s:.1f}" for phase, s in result.timings.items()))
     return 0
 
 

@@ -20,6 +20,7 @@ from gateway.commands.market_input import (
     bid_range,
     chain_args,
     parse_address,
+    parse_bid_id,
     parse_mtok,
     parse_watts,
     reader,
@@ -33,13 +34,16 @@ from gateway.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from gateway.chain.market_types import HeldBid
     from gateway.commands.market_input import Cmds
 
 
 def register(cmds: Cmds) -> None:
     """Add the household and operator subcommands to `drgw market`."""
+    from gateway.commands import market_sealed
+
     for add in (_add_wallet, _add_approve, _add_bid, _add_withdraw, _add_bids, _add_earnings,
-                _add_mint, _add_set_rate, _add_set_gateway):
+                _add_mint, _add_set_rate, _add_set_gateway, market_sealed.register):
         add(cmds)
 
 
@@ -70,6 +74,9 @@ def _add_bid(cmds: Cmds) -> None:
     p.add_argument("--for", dest="for_", metavar="HOUSEHOLD",
                    help="bid for this household with its gateway's --key (placeBidFor); the "
                    "deposit still comes from the household's wallet, within its allowance")
+    p.add_argument("--sealed", action="store_true",
+                   help="commit a hidden bid (seed 002): reveal it with `drgw market reveal` once "
+                   "a window is announced; its salt is kept beside --key")
     p.set_defaults(func=run_bid)
 
 
@@ -128,7 +135,9 @@ def run_wallet(args: argparse.Namespace) -> int:
         f"household {w.household}", reg,
         f"balance {tokens(w.balance_mtok)} tokens",
         f"allowance {tokens(w.allowance_mtok)} tokens (the most further deposits may take)",
-        f"deposits held {tokens(w.held_mtok)} tokens (open and consumed bids)"])
+        f"deposits held {tokens(w.held_mtok)} tokens (open, sealed and consumed bids)",
+        f"claimable {tokens(w.claimable_mtok)} tokens (payments and refunds credited: "
+        "`drgw market claim`)"])
     return 0
 
 
@@ -157,6 +166,12 @@ def run_bid(args: argparse.Namespace) -> int:
         raise ConfigError("bid: the end (--to) must be after the start (--from)")
     order = {"from_s": from_s, "to_s": to_s, "power_w": power, "rated_w": rated,
              "price_mtok": price}
+    if args.sealed:
+        from gateway.chain.market_types import BidOrder
+        from gateway.commands.market_sealed import commit_sealed
+
+        commit_sealed(args, s, BidOrder(**order))
+        return 0
     with refusals("bid"):
         if args.for_ is None:
             bid_id, mined = s.client.place_bid(s.sender, **order)
@@ -172,7 +187,7 @@ def run_bid(args: argparse.Namespace) -> int:
 def run_withdraw(args: argparse.Namespace) -> int:
     from gateway.chain.household import BID_STATES
 
-    bid_id = _bid_id(args.bid_id)
+    bid_id = parse_bid_id(args.bid_id)
     s = writer(args)
     held = s.client.bid(bid_id)
     if int(held["household"], 16) == 0:
@@ -199,12 +214,12 @@ def run_bids(args: argparse.Namespace) -> int:
     data = [{"id": b.bid_id, "from": b.order.from_s, "to": b.order.to_s,
              "power_w": b.order.power_w, "rated_w": b.order.rated_w,
              "price_mtok_per_kwh": b.order.price_mtok, "deposit_mtok": b.deposit_mtok,
-             "state": b.state, "window": b.window, "award_w": b.award_w} for b in bids]
-    head = ("id", "from", "to", "kW", "price/kWh", "deposit", "state", "window", "award kW")
-    rows = [(str(b.bid_id), _iso(b.order.from_s), _iso(b.order.to_s),
-             f"{b.order.power_w / 1000:g}", tokens(b.order.price_mtok), tokens(b.deposit_mtok),
-             b.state, str(b.window or "-"), f"{b.award_w / 1000:g}" if b.window else "-")
-            for b in bids]
+             "state": b.state, "window": b.window, "award_w": b.award_w,
+             "sealed": b.sealing or None} for b in bids]
+    head = ("id", "from", "to", "kW", "price/kWh", "deposit", "state", "sealed", "window",
+            "award kW")
+    rows = [(str(b.bid_id), *_terms(b), tokens(b.deposit_mtok), b.state, b.sealing or "-",
+             str(b.window or "-"), f"{b.award_w / 1000:g}" if b.window else "-") for b in bids]
     show(args, {"household": household, "bids": data},
          _table(head, rows) if rows else [f"household {household} has placed no bids"])
     return 0
@@ -268,11 +283,12 @@ def run_set_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bid_id(text: str) -> int:
-    if not text.isdigit() or int(text) == 0 or int(text) >= 2**32:
-        raise ConfigError(f"BID_ID {text!r}: a bid id is a whole number from 1 "
-                          "(`drgw market bids` lists yours)")
-    return int(text)
+def _terms(b: HeldBid) -> tuple[str, str, str, str]:
+    """from, to, kW, price of a bid; a sealed bid's stay hidden until its reveal."""
+    if b.sealing in ("committed", "unrevealed"):
+        return ("hidden", "hidden", "hidden", "hidden")
+    o = b.order
+    return (_iso(o.from_s), _iso(o.to_s), f"{o.power_w / 1000:g}", tokens(o.price_mtok))
 
 
 def _iso(unix_s: int) -> str:

@@ -57,14 +57,27 @@ ADVICE: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
         f"bid {a['bidId']} belongs to {a['owner']}: withdraw only your own bids "
         "(`drgw market bids` lists yours)"),
     "BidNotOpen": lambda a: (
-        f"bid {a['bidId']} is {_bid_state(a['state'])}, not open: only open bids can be withdrawn"),
+        f"bid {a['bidId']} is {_bid_state(a['state'])}: only open bids can be withdrawn and "
+        "only sealed ones revealed"),
     "BidLocked": lambda a: (
         f"bid {a['bidId']} is locked for window {a['window']}, announced after it was placed: "
         f"withdraw it after the window is cleared, if it did not take part"),
     "BidRangeInvalid": lambda a: "the bid's end must be after its start",
     "BidPowerInvalid": lambda a: "--kw must be non-zero and at most 1000 kW either way",
     "RatedPowerInvalid": lambda a: "--rated-kw must be at least |--kw| and at most 1000",
-    "TooManyOpenBids": lambda a: f"the market holds {a['max']} open bids: try after clearing",
+    "RevealNotOpen": lambda a: (
+        f"no window covers bid {a['bidId']} yet: reveal after the next window is announced "
+        "(`drgw market status` shows it), before its reveal phase ends"),
+    "RevealClosed": lambda a: (
+        f"the reveal phase for bid {a['bidId']} ended at unix {a['revealEnd']}: the bid takes no "
+        "part and is refunded minus 10 % when the window is cleared (`drgw market claim`)"),
+    "CommitmentMismatch": lambda a: (
+        f"these terms and salt do not hash to bid {a['bidId']}'s commitment: reveal with the "
+        "salts file its `bid --sealed` wrote (--salts FILE)"),
+    "DepositTooSmall": lambda a: (
+        f"bid {a['bidId']}'s deposit {tokens(a['deposit'])} tokens covers less than the revealed "
+        f"power needs ({tokens(a['needed'])}): it cannot be revealed; withdraw it once no "
+        "announced window may clear it"),
     "AccessControlUnauthorizedAccount": lambda a: (
         f"{a['account']} is not the operator: use the operator's key (--key)"),
     "RateZero": lambda a: "the rate must be above 0",
@@ -95,6 +108,13 @@ def refusals(action: str) -> Iterator[None]:
 
 
 # ---- argument parsing ------------------------------------------------------------------------
+
+def parse_bid_id(text: str) -> int:
+    if not text.isdigit() or int(text) == 0 or int(text) >= 2**32:
+        raise ConfigError(f"BID_ID {text!r}: a bid id is a whole number from 1 "
+                          "(`drgw market bids` lists yours)")
+    return int(text)
+
 
 def parse_address(text: str, flag: str) -> str:
     """A 20-byte hex address, checksummed (EIP-55) or all lower case -> its checksum form."""

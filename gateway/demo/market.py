@@ -143,10 +143,10 @@ class DemoMarket:
             c.commit_baseline(self.aggregator, signed)
 
     def awards(self) -> dict[str, int]:
-        """W awarded per household in the latest window: the home's from its household record
+        """W awarded per household in the latest window: the home's from its take of the window
         (its gateway's bid id is the gateway's business), the neighbours' from their bids."""
-        home = self.market.household(self.wallets["home"].address)
-        ours = int(home["awardW"]) if int(home["awardWindow"]) == self.market.window_count() else 0
+        window = self.market.window_count()
+        ours = int(self.market.take(self.wallets["home"].address, window)["awardW"]) if window else 0
         return {"home": ours, **{name: int(self.market.bid(bid_id)["awardW"])
                                  for name, bid_id in self.bid_ids.items()}}
 

@@ -1,5 +1,6 @@
 """The bidder's durable record, in the gateway store's SQLite file: the bids it placed and what became
-of them (window, award, deposit refunded or forfeited, payment), and the levers' measured load.
+of them (window, award, deposit refunded or forfeited, payment), the claims that paid the household's
+market balance out to its wallet, and the levers' measured load.
 
 Its own tables and schema version (`bid_schema`), beside the DR journal's (gateway/loop/journal.py)
 through a connection of its own (WAL allows it); migrations follow the store's rule (ordered, one
@@ -36,7 +37,13 @@ def _v1(c: sqlite3.Connection) -> None:
               "PRIMARY KEY (lever, slot_s, start_s))")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+def _v2(c: sqlite3.Connection) -> None:
+    """Pull settlement (issue 14): payments and refunds accrue in the market until claimed."""
+    c.execute("CREATE TABLE market_claims (claimed_ms INTEGER NOT NULL, "
+              "amount_mtok INTEGER NOT NULL)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +116,15 @@ class BidJournal:
         self.conn.execute("UPDATE market_bids SET outcome = ?, updated_ms = ? WHERE bid_id = ?",
                           (json.dumps(outcome, sort_keys=True), now_ms, bid_id))
 
+    def add_claim(self, amount_mtok: int, *, now_ms: int) -> None:
+        self.conn.execute("INSERT INTO market_claims VALUES (?, ?)", (now_ms, amount_mtok))
+
+    def claims(self) -> list[tuple[int, int]]:
+        """(claimed_ms, amount_mtok) of every claim, oldest first."""
+        cur = self.conn.execute("SELECT claimed_ms, amount_mtok FROM market_claims "
+                                "ORDER BY claimed_ms, rowid")
+        return [(int(r[0]), int(r[1])) for r in cur]
+
     def own_ids(self) -> set[int]:
         return {r[0] for r in self.conn.execute("SELECT bid_id FROM market_bids")}
 
@@ -137,11 +153,16 @@ class BidJournal:
                 if bid.outcome.get("deposit") in ("refunded", "forfeited"):
                     out[f"{bid.outcome['deposit']}_mtok"] += bid.deposit_mtok
         out["net_mtok"] = out["paid_mtok"] - out["forfeited_mtok"]
+        claims = self.claims()
+        out["claims"] = len(claims)
+        out["claimed_mtok"] = sum(amount for _, amount in claims)
         return out
 
     def prune_bids(self, *, now_s: int) -> None:
         self.conn.execute("DELETE FROM market_bids WHERE to_s < ? AND (state = 'withdrawn' OR "
                           "outcome IS NOT NULL)", (now_s - KEEP_FINISHED_S,))
+        self.conn.execute("DELETE FROM market_claims WHERE claimed_ms < ?",
+                          ((now_s - KEEP_FINISHED_S) * 1000,))
 
     # ----------------------------------------------------------------------------- lever loads
 

@@ -3,7 +3,9 @@
 Part of the loop's shell (docs/bidding.md). One cycle reads the market's terms and the household's
 bids through the BiddingPort (in the chain executor the DR loop uses, so one thread owns the nonce
 and the event loop never waits on the node), follows what became of our bids (window, award, deposit
-refunded or forfeited, payment: from the DR journal's settlements), builds each lever's history from
+refunded or forfeited, payment: from the DR journal's settlements), claims the household's balance in
+the market once a settlement credited it (pull settlement: nothing reaches the wallet until someone
+claims), builds each lever's history from
 the lever loads recorded (gateway/loop/lever_record.py), asks the forecaster for the flexibility of
 each candidate block, lets the pure planner (gateway/loop/bid_plan.py) decide, and executes its
 actions: each bid journalled, then published as a `dr_bid` message. A node that is down ends the
@@ -51,7 +53,7 @@ def default_forecaster() -> FlexForecaster:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BidChange:
-    """What one cycle did: `change` placed | renewed | withdrawn | rejected | settled."""
+    """What one cycle did: `change` placed | renewed | withdrawn | rejected | settled | claimed."""
 
     change: str
     bid_id: int | None
@@ -119,6 +121,7 @@ class Bidder:
                         self.config.renew_s, exc)
             return []
         changes = self._follow(held, now_s)
+        changes += await self._claim(terms, now_s)
         forecasts = self._forecasts(now_s)
         p = bid_plan.plan(now_s=now_s, terms=terms, policy=self.policy, forecasts=forecasts,
                           held=held, own=self.journal.own_ids())
@@ -247,6 +250,37 @@ class Bidder:
         for change in changes:
             self.publish(change.message())
         return changes
+
+    async def _claim(self, terms: MarketTerms, now_s: int) -> list[BidChange]:
+        """Pay the household's market balance (payments, refunds) out to its wallet, journalled
+        and published as a `claimed` change. A refusal is logged once; a node that went away
+        leaves the balance for the next cycle (it stays credited on chain meanwhile)."""
+        if terms.claimable_mtok <= 0:
+            return []
+        try:
+            amount = await self._on_chain(self.port.claim)
+        except REJECTIONS as exc:
+            text = f"claim rejected: {exc}"
+            if text not in self._logged:
+                self._logged.add(text)
+                log.error("bidder: %s", text)
+            return []
+        except Exception as exc:
+            self.last_error = f"market unreachable: {exc}"
+            log.warning("bidder: claim of %d mtok failed, next cycle: %s", terms.claimable_mtok,
+                        exc)
+            return []
+        if amount <= 0:  # someone else claimed it for us between the read and the claim
+            return []
+        self.journal.add_claim(amount, now_ms=now_s * 1000)
+        log.warning("claimed %d mtok from the market into the household's wallet", amount,
+                    extra=ALWAYS)
+        change = BidChange(change="claimed", bid_id=None, from_s=0, to_s=0, power_w=0,
+                           price_mtok=0, deposit_mtok=0,
+                           reason="payments and refunds paid out to the household's wallet",
+                           outcome={"claimed_mtok": amount})
+        self.publish(change.message())
+        return [change]
 
     def _outcome(self, bid: HeldBid) -> dict[str, Any] | None:
         """A bid that took part with no award has its deposit back (DRMarket.check refunds every

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiomqtt
 
@@ -44,6 +44,11 @@ from gateway.measurement.identity import GatewayKey
 from gateway.measurement.record import measurement_domain
 from gateway.network import topics
 from gateway.ops.sdnotify import Watchdog
+
+if TYPE_CHECKING:
+    from web3 import Web3
+
+    from gateway.master.chain_link import MasterChain
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,13 +92,16 @@ class MasterParts:
     db: ThreadPoolExecutor
     counters: Counters = field(default_factory=Counters)
     client: aiomqtt.Client | None = None
+    chain: MasterChain | None = None  # [chain]: the Report relay and market operation
 
     async def in_db(self, work: Callable[[], T]) -> T:
         """Run `work` on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self.db, work)
 
 
-def build(settings: MasterSettings, *, worker: str | None = None) -> MasterParts:
+def build(settings: MasterSettings, *, worker: str | None = None, w3: Web3 | None = None,
+          chain_thread: ThreadPoolExecutor | None = None) -> MasterParts:
+    """The parts; `w3` and `chain_thread` stand in for [chain] rpc (an embedded chain in tests)."""
     from gateway.master.db_sqlite import open_sqlite
 
     name = worker or settings.worker or f"{socket.gethostname()}-{os.getpid()}"
@@ -111,9 +119,17 @@ def build(settings: MasterSettings, *, worker: str | None = None) -> MasterParts
 
         operator = load_key(settings.operator_key, os.environ.get("DRGW_KEY_PASSWORD"))
     domain = measurement_domain(settings.chain_id) if settings.chain_id else measurement_domain()
+    chain = None
+    if settings.chain is not None:  # Report relay and market operation (gateway/master/relay.py)
+        from gateway.master.chain_link import open_chain
+        from gateway.master.market_ops import create_tables
+
+        chain = open_chain(settings.chain, w3=w3, thread=chain_thread)
+        create_tables(sql)
     return MasterParts(settings=settings, worker=name, sql=sql, ledger=ledger,
                        gaps=GapBook(ledger, settings.repair), domain=domain, operator=operator,
-                       db=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drgw-master-db"))
+                       db=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drgw-master-db"),
+                       chain=chain)
 
 
 class MasterService:
@@ -155,10 +171,17 @@ class MasterService:
                          group.create_task(self._ingest(), name="ingest"),
                          group.create_task(run_repair(self.parts, self.stopped), name="repair"),
                          group.create_task(self._watchdog(), name="watchdog")]
+                tasks.extend(self._market_tasks(group))
                 if self.parts.settings.prometheus is not None:
                     from gateway.master.metrics import serve_metrics
 
                     tasks.append(group.create_task(serve_metrics(self.parts), name="metrics"))
+                if self.parts.settings.dashboard is not None:
+                    from gateway.master.dashboard import market_view, serve_dashboard
+
+                    tasks.append(group.create_task(serve_dashboard(
+                        self.parts, self.parts.settings.dashboard, market=market_view(self.parts)),
+                        name="dashboard"))
                 await self.stopped.wait()
                 self.watchdog.stopping("stopping: storing what was received")
                 await self._drain()
@@ -168,6 +191,19 @@ class MasterService:
             await self.parts.in_db(self.parts.sql.close)
             self.parts.db.shutdown(wait=True)
         return 0
+
+    def _market_tasks(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """[chain]: the Report relay; [market]: windows operated from the price feed."""
+        tasks = []
+        if self.parts.chain is not None:
+            from gateway.master.relay import run_relay
+
+            tasks.append(group.create_task(run_relay(self.parts, self.stopped), name="relay"))
+        if self.parts.chain is not None and self.parts.settings.market is not None:
+            from gateway.master.market_ops import run_market
+
+            tasks.append(group.create_task(run_market(self.parts, self.stopped), name="market"))
+        return tasks
 
     async def _watchdog(self) -> None:
         """READY=1 once the first broker session is subscribed: a worker that cannot receive is
@@ -228,6 +264,8 @@ class MasterService:
         await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.HEALTH)}", qos=0)
         await client.subscribe(topics.fleet_filter(topics.Kind.STATUS), qos=1)
         await client.subscribe(topics.fleet_filter(topics.Kind.REPLY), qos=1)
+        if self.parts.chain is not None:  # Reports and commitments to relay (one worker each)
+            await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.CHAIN)}", qos=1)
         self.parts.client = client
         self.parts.counters.connected = True
         self.subscribed.set()
@@ -251,6 +289,13 @@ class MasterService:
                                                                    now_ms=wall_ms()))
         elif parsed.kind is topics.Kind.REPLY:
             await on_reply(self.parts, parsed.gw, payload)
+        elif parsed.kind is topics.Kind.CHAIN and self.parts.chain is not None:
+            from gateway.master.relay import on_chain_message
+
+            try:
+                await on_chain_message(self.parts, parsed.gw, payload)
+            except Exception as exc:  # the database went away: the gateway publishes it again
+                log.error("relay: %s", exc)
 
     async def _status(self, gw: str, payload: bytes) -> None:
         update = parse_status(payload)

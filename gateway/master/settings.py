@@ -8,6 +8,9 @@ start-up naming the file, the key and the fix (docs/master.md has every key).
     [repair]    grace_s, first_retry_s, max_retry_s, lease_s, scan_s
     [service]   worker (this process's name in the database; default host-pid)
     [metrics]   prometheus = "127.0.0.1:9561"
+    [chain]     rpc, market, key, poa, outbox, relay_s, batch_max (Report relay; chain_settings.py)
+    [market]    price_feed, retail, threshold, omega, mode, pricing, slot_s, lead_s, horizon_s, …
+    [dashboard] listen = "127.0.0.1:9580", token_file (required off loopback), push_s
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.master.chain_settings import ChainSettings, MarketOps, parse_chain, parse_market
+from gateway.master.dashboard import DashboardSettings, parse_dashboard
 from gateway.network import topics
 from gateway.schema import Fields
 
-_SECTIONS = ("broker", "database", "operator", "fleet", "repair", "service", "metrics")
+_SECTIONS = ("broker", "database", "operator", "fleet", "repair", "service", "metrics",
+             "dashboard", "chain", "market")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +68,10 @@ class MasterSettings:
     repair: RepairPolicy
     worker: str | None
     prometheus: str | None
+    # Report relay and market operation (gateway/master/chain_settings.py): None = not run
+    chain: ChainSettings | None = None
+    market: MarketOps | None = None
+    dashboard: DashboardSettings | None = None  # [dashboard]: the operator page, off when None
 
 
 def load(path: str | Path) -> MasterSettings:
@@ -99,11 +109,18 @@ def parse(data: dict[str, object], *, path: Path) -> MasterSettings:
     worker = service.optional_str("worker")
     service.reject_unknown()
     gateways, chain_id = _fleet(top.sub("fleet"))
+    chain = parse_chain(top.sub("chain"), base=path.parent)
+    market = parse_market(top.sub("market"), base=path.parent)
+    if market is not None and chain is None:
+        raise ConfigError(f"{path}: [market] price_feed needs a [chain] section (rpc, market, key) "
+                          "to operate the market on")
     return MasterSettings(
+        chain=chain, market=market,
         path=path, broker=_broker(top.sub("broker", required=True)),
         sqlite=None if sqlite is None else _relative(path, sqlite), database_url=url,
         operator_key=None if key is None else _relative(path, key), gateways=gateways,
-        chain_id=chain_id, repair=_repair(top.sub("repair")), worker=worker, prometheus=prometheus)
+        chain_id=chain_id, repair=_repair(top.sub("repair")), worker=worker, prometheus=prometheus,
+        dashboard=parse_dashboard(top.sub("dashboard"), config=path))
 
 
 def _relative(config: Path, value: str) -> Path:

@@ -1,30 +1,32 @@
-"""One whole DR window of a scenario on the embedded chain (`drgw market simulate`).
+"""One whole DR window of a scenario on the embedded chain or a JSON-RPC node (`drgw market simulate`).
 
 Deploy, register households (each with its own wallet and gateway key), fund them, place the bids
 with deposits at their submission times, announce, clear, let each winner's gateway sign a Report of
 its measured response (relayed by the aggregator, who pays gas), settle, check, and withdraw the bids
 that took no part. The figures come from the chain's events; the reference model must agree with
-every one of them, or the run fails.
+every one of them, or the run fails. What grows with the households goes out in bulk
+(simulate_run.Run); each phase is timed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gateway.chain.market_client import MarketClient, MarketConfig, decoder, deploy
-from gateway.chain.node import ChainNode, embedded, fund
-from gateway.chain.outbox import ChainOutbox
+from gateway.chain import clearing
+from gateway.chain.market_client import MarketClient
+from gateway.chain.node import ChainNode, embedded
 from gateway.chain.report import Baseline, Report, sign_baseline, sign_report
-from gateway.chain.sender import TxSender
-from gateway.chain.submit import ReportSubmitter
 from gateway.errors import DrgwError
 from gateway.market import model as m
-from gateway.market.reputation import ReputationRules
 from gateway.market.scenario import Scenario, ScenarioBid
+from gateway.master.simulate_run import PhaseTimer, Run
 
 BASELINE_SIMULATED = 0  # baseline method id: the household's rated load (simulation only)
-DAY = 86_400
+PHASES = ("setup", "place", "clear", "report", "settle", "check")
+REPORTS_PER_TX = 100  # a relayed Report costs about 57k gas in a batch: ~6M gas per transaction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +55,7 @@ class SimulationResult:
     operator_gain: float
     tx_count: int
     gas_total: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, and "total"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -61,136 +64,114 @@ class SimulationResult:
             "bids": [{f: getattr(row, f) for f in BidRow.__slots__} for row in self.bids],
             "operator_gain": self.operator_gain,
             "tx": {"count": self.tx_count, "gas_total": self.gas_total},
+            "timings": self.timings,
         }
 
 
-class _Run:
-    """The accounts and contracts of one simulation."""
-
-    def __init__(self, scenario: Scenario, node: ChainNode) -> None:
-        from eth_account import Account
-        from eth_utils.crypto import keccak
-
-        self.s, self.node = scenario, node
-        self.outbox = ChainOutbox(":memory:")
-        dec = decoder()
-        self.op = TxSender(w3=node.w3, key=node.funded_keys[0], outbox=self.outbox, decoder=dec)
-        self.relayer = TxSender(w3=node.w3, key=node.funded_keys[1], outbox=self.outbox,
-                                decoder=dec)
-        self.wallets: dict[str, TxSender] = {}
-        self.gateways: dict[str, bytes] = {}
-        for name in scenario.households:
-            wallet_key = keccak(f"drgw-simulate/{name}/wallet".encode())
-            self.wallets[name] = TxSender(w3=node.w3, key=wallet_key, outbox=self.outbox,
-                                          decoder=dec)
-            self.gateways[name] = keccak(f"drgw-simulate/{name}/gateway".encode())
-        self.gateway_address = {n: Account.from_key(k).address for n, k in self.gateways.items()}
-        first = min([scenario.announced_s, *(b.submitted_s for b in scenario.bids)])
-        # Scenario clocks are shifted by whole days so that they lie after the chain's genesis.
-        self.offset = -(-(node.latest_timestamp() + DAY - first) // DAY) * DAY
-        self.client: MarketClient | None = None
-
-    def at(self, t: int) -> None:
-        self.node.set_next_timestamp(t + self.offset)
-
-    def setup(self) -> MarketClient:
-        s = self.s
-        config = MarketConfig(treasury=self.op.address, deposit_per_kw_mtok=s.deposit_per_kw_mtok,
-                              tolerance_bps=s.tolerance_bps, lockout_s=s.lockout_s,
-                              report_grace_s=s.report_grace_s)
-        deployment = deploy(self.op, w3=self.node.w3, mtok_per_currency=s.mtok_per_currency,
-                            config=config, rules=ReputationRules())
-        client = MarketClient(w3=self.node.w3, deployment=deployment)
-        client.register_aggregator(self.op, self.relayer.address)
-        for name, wallet in self.wallets.items():
-            client.register_household(self.op, wallet=wallet.address,
-                                      gateway=self.gateway_address[name],
-                                      aggregator=self.relayer.address)
-            fund(self.node, self.op, wallet.address, 10**18)
-            deposits = sum(m.deposit_mtok(b.rated_w, s.deposit_per_kw_mtok)
-                           for b in s.bids if b.household == name)
-            if deposits:
-                client.mint(self.op, wallet.address, deposits)
-                client.approve(wallet, deposits)
-        top = max(b.price_mtok for b in s.bids)  # the clearing price is at most the top bid
-        budget = top * sum(abs(b.power_w) for b in s.bids) * (s.end_s - s.start_s)
-        budget = budget // m.MS_PER_HOUR_KW + len(s.bids)
-        client.mint(self.op, self.op.address, budget)
-        client.approve(self.op, budget)
-        self.client = client
-        return client
-
-
-def simulate(scenario: Scenario) -> SimulationResult:
-    """Run the scenario's window on a fresh embedded chain and return the settlement."""
-    run = _Run(scenario, embedded())
-    client = run.setup()
+def simulate(scenario: Scenario, *, node: ChainNode | None = None,
+             clock: Callable[[], float] = time.monotonic) -> SimulationResult:
+    """Run the scenario's window on `node` (a fresh embedded chain by default; a JSON-RPC node
+    with funded accounts, e.g. anvil) and return the settlement and each phase's seconds."""
+    timer = PhaseTimer(clock)
+    t0 = clock()
+    with timer("setup"):
+        run = Run(scenario, node or embedded())
+        client = run.setup()
     s = scenario
-    events = sorted([(b.submitted_s, 2, i) for i, b in enumerate(s.bids)]
-                    + [(s.announced_s, 0, -1), (s.announced_s, 1, -1)])
     chain_ids: dict[str, int] = {}
     window = 0
-    for t, kind, index in events:
+    for t, kind, bids in _events(s):
         run.at(t)
         if kind == 0:
-            client.announce(run.op, start_s=s.start_s + run.offset, end_s=s.end_s + run.offset,
-                            retail_micro=s.retail_micro, realtime_micro=s.realtime_micro,
-                            omega_milli=s.omega_milli, mode=s.mode.value)
-            window = client.window_count()
-        elif kind == 1:
-            client.clear(run.op, window)
+            with timer("clear"):
+                client.announce(run.op, start_s=s.start_s + run.offset,
+                                end_s=s.end_s + run.offset, retail_micro=s.retail_micro,
+                                realtime_micro=s.realtime_micro, omega_milli=s.omega_milli,
+                                mode=s.mode.value)
+                window = client.window_count()
+                client.clear(run.op, window)
         else:
-            b = s.bids[index]
-            chain_ids[b.key], _ = client.place_bid(
-                run.wallets[b.household], from_s=b.from_s + run.offset, to_s=b.to_s + run.offset,
-                power_w=b.power_w, rated_w=b.rated_w, price_mtok=b.price_mtok)
+            with timer("place"):
+                chain_ids.update(run.place(bids))
     state = client.window(window)
     model = _model(s, chain_ids, run.offset)
+    paid: list[dict[str, Any]] = []
+    refunds: list[dict[str, Any]] = []
+    forfeits: list[dict[str, Any]] = []
+    delivered: dict[str, int] = {}
     if state["state"] == 2:  # cleared: Reports, settle, check
-        _report(run, client, window, state, chain_ids)
-        run.at(s.end_s + s.report_grace_s)
-        client.settle(run.op, window)
-        checked = client.check(run.op, window)  # pull: everything accrues to balances
-        for wallet in run.wallets.values():
-            client.claim(run.relayer, wallet.address)
-        paid = client.events("BidPaid", checked)
-        refunds = client.events("DepositRefunded", checked)
-        forfeits = client.events("DepositForfeited", checked)
-    else:
-        paid, refunds, forfeits = [], [], []
-    for b in s.bids:  # bids that took no part get their deposit back by withdrawing
-        if client.bid(chain_ids[b.key])["state"] == 1:
-            refunds += client.events("BidWithdrawn", client.withdraw_bid(
-                run.wallets[b.household], chain_ids[b.key]))
-    return _result(run, client, window, chain_ids, model, paid, refunds, forfeits)
+        with timer("report"):
+            delivered = _report(run, client, window, state, chain_ids)
+        with timer("settle"):
+            run.at(s.end_s + s.report_grace_s)
+            client.settle(run.op, window)
+            checked = client.check(run.op, window)  # pull: everything accrues to balances
+            run.claim_all()
+            paid = client.events("BidPaid", checked)
+            refunds = client.events("DepositRefunded", checked)
+            forfeits = client.events("DepositForfeited", checked)
+    with timer("check"):
+        rows = dict(clearing.bid_rows(client, int(client.market.functions.nextBidId().call())))
+        still_open = [(b, chain_ids[b.key]) for b in s.bids
+                      if rows[chain_ids[b.key]]["state"] == clearing.BID_OPEN]
+        refunds += client.events("BidWithdrawn", run.withdraw(still_open))
+        result = _result(run, client, window, chain_ids, model, rows, delivered,
+                         (paid, refunds, forfeits))
+    timings = {**{p: timer.seconds.get(p, 0.0) for p in PHASES}, "total": clock() - t0}
+    return replace(result, timings=timings)
 
 
-def _report(run: _Run, client: MarketClient, window: int, state: dict[str, Any],
-            chain_ids: dict[str, int]) -> None:
-    """Each winner's gateway signs its measured response; the aggregator relays the Reports."""
+def _events(s: Scenario) -> list[tuple[int, int, list[ScenarioBid]]]:
+    """(time, 0 announce and clear | 1 place, bids): the bids between two operator steps go
+    out together at the time of the first of them (only their order against the announcement
+    matters to the market; each keeps its scenario order)."""
+    ordered = sorted([(b.submitted_s, 1, i) for i, b in enumerate(s.bids)]
+                     + [(s.announced_s, 0, -1)])
+    out: list[tuple[int, int, list[ScenarioBid]]] = []
+    for t, kind, index in ordered:
+        if kind == 1 and out and out[-1][1] == 1:
+            out[-1][2].append(s.bids[index])
+        else:
+            out.append((t, kind, [s.bids[index]] if kind == 1 else []))
+    return out
+
+
+def _report(run: Run, client: MarketClient, window: int, state: dict[str, Any],
+            chain_ids: dict[str, int]) -> dict[str, int]:
+    """Each winner's gateway signs its baseline (before the window) and its measured response
+    (after it); the aggregator relays them, the Reports in batches. The Wh each household
+    delivered, as the contract accepted it."""
     s = run.s
-    reports = []
-    for name in s.households:
-        mine = [b for b in s.bids if b.household == name]
-        won = [b for b in mine if client.bid(chain_ids[b.key])["awardW"] > 0]
-        if won:
-            reports.append((name, _household_report(s, run.wallets[name].address, window, state,
-                                                    mine, won)))
     d = client.deployment
-    for name, report in reports:  # baselines are committed before the window starts
-        client.commit_baseline(run.relayer, sign_baseline(Baseline(
-            household=report.household, window=window, method=report.baseline_method,
-            input_hash=report.baseline_input_hash, baseline_wh=report.baseline_wh),
-            key=run.gateways[name], chain_id=d.chain_id, market=d.market))
+    award = {chain_ids[b.key]: 0 for b in s.bids}
+    award.update({i: int(r["awardW"]) for i, r in clearing.bid_rows(client, int(state["cutoff"]))
+                  if i in award})
+    reports = []
+    for name, mine in _by_household(s).items():
+        won = [b for b in mine if award[chain_ids[b.key]] > 0]
+        if won:
+            reports.append((name, _household_report(s, run.wallets[name], window, state,
+                                                    mine, won)))
+    run.commit_baselines([sign_baseline(Baseline(
+        household=r.household, window=window, method=r.baseline_method,
+        input_hash=r.baseline_input_hash, baseline_wh=r.baseline_wh),
+        key=run.gateways[name], chain_id=d.chain_id, market=d.market) for name, r in reports])
     run.at(s.end_s)
-    submitter = ReportSubmitter(outbox=run.outbox, client=client, sender=run.relayer)
-    for name, report in reports:
-        submitter.queue(sign_report(report, key=run.gateways[name],
-                                    chain_id=client.deployment.chain_id,
-                                    market=client.deployment.market))
-    result = submitter.drain()
-    if result.rejected or result.waiting:
-        raise DrgwError(f"Reports not accepted: {'; '.join(result.rejected) or 'still waiting'}")
+    signed = [sign_report(r, key=run.gateways[name], chain_id=d.chain_id, market=d.market)
+              for name, r in reports]
+    mined = [client.submit_reports(run.relayer, signed[i:i + REPORTS_PER_TX])
+             for i in range(0, len(signed), REPORTS_PER_TX)]
+    rejected = client.events("ReportRejected", mined)
+    if rejected:
+        raise DrgwError(f"{len(rejected)} Reports not accepted, first: {rejected[0]}")
+    return {e["household"]: int(e["deliveredWh"]) for e in client.events("ReportAccepted", mined)}
+
+
+def _by_household(s: Scenario) -> dict[str, list[ScenarioBid]]:
+    out: dict[str, list[ScenarioBid]] = {}
+    for b in s.bids:
+        out.setdefault(b.household, []).append(b)
+    return out
 
 
 def _household_report(s: Scenario, wallet: str, window: int, state: dict[str, Any],
@@ -276,42 +257,47 @@ class _Settlement:
         )
 
 
-def _expected(run: _Run, client: MarketClient, window: int, chain_ids: dict[str, int],
-              model: _Model) -> dict[int, m.BidResult]:
-    """The reference model's settlement of each bid, given the Wh each winner delivered on chain."""
+def _expected(run: Run, chain_ids: dict[str, int], model: _Model,
+              delivered: dict[str, int]) -> dict[int, m.BidResult]:
+    """The reference model's settlement of each bid, given the Wh each winner delivered on chain
+    (its accepted Report)."""
     s = run.s
-    bids, spec, _, clearing = model
-    delivered = {b.household: client.take(run.wallets[b.household].address, window)["deliveredWh"]
-                 for b in s.bids if chain_ids[b.key] in clearing.awards
-                 and clearing.awards[chain_ids[b.key]] > 0}
+    bids, spec, _, clearing_ = model
+    wallet = {b.household: run.wallets[b.household] for b in s.bids}
+    mine = {b.household: delivered.get(wallet[b.household], 0) for b in s.bids
+            if clearing_.awards.get(chain_ids[b.key], 0) > 0}
     return {r.bid_id: r for r in m.settle_and_check(
-        clearing, bids, spec, delivered=delivered, deposit_per_kw_mtok=s.deposit_per_kw_mtok,
+        clearing_, bids, spec, delivered=mine, deposit_per_kw_mtok=s.deposit_per_kw_mtok,
         tolerance_bps=s.tolerance_bps)}
 
 
-def _result(run: _Run, client: MarketClient, window: int, chain_ids: dict[str, int],
-            model: _Model, paid: list[dict[str, Any]], refunds: list[dict[str, Any]],
-            forfeits: list[dict[str, Any]]) -> SimulationResult:
+_Money = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _result(run: Run, client: MarketClient, window: int, chain_ids: dict[str, int],
+            model: _Model, rows: dict[int, dict[str, Any]], delivered: dict[str, int],
+            money: _Money) -> SimulationResult:
     s = run.s
-    _, _, target, clearing = model
+    paid, refunds, forfeits = money
+    _, _, target, clearing_ = model
     state = client.window(window)
     seconds = s.end_s - s.start_s
     consumed = frozenset(client.window_bids(window))
     settlement = _Settlement(
-        scenario=s, clearing=clearing, expected=_expected(run, client, window, chain_ids, model),
+        scenario=s, clearing=clearing_, expected=_expected(run, chain_ids, model, delivered),
         consumed=consumed, clearing_price=state["clearingPrice"],
         paid={e["bidId"]: e["amount"] for e in paid},
-        refunded={e["bidId"]: e.get("amount", e.get("deposit", 0)) for e in refunds},
+        refunded={e["bidId"]: int(e.get("amount") or e.get("deposit") or 0) for e in refunds},
         forfeited={e["bidId"]: e["amount"] for e in forfeits})
-    rows = tuple(settlement.row(b, chain_ids[b.key], client.bid(chain_ids[b.key])["awardW"])
-                 for b in s.bids)
-    if state["clearingPrice"] != clearing.clearing_price_mtok:
+    bid_rows = tuple(settlement.row(b, chain_ids[b.key], int(rows[chain_ids[b.key]]["awardW"]))
+                     for b in s.bids)
+    if state["clearingPrice"] != clearing_.clearing_price_mtok:
         raise DrgwError("contract and reference model disagree on the clearing price; a bug")
-    total_w = sum(r.awarded_kw for r in rows) * 1000
-    count, gas = run.outbox.tx_totals()
+    total_w = sum(r.awarded_kw for r in bid_rows) * 1000
+    count, gas = run.tx_totals()
     return SimulationResult(
         target_kw=state["targetW"] / 1000, clearing_price=state["clearingPrice"] / 1000,
-        window_hours=seconds / 3600, bids=rows,
+        window_hours=seconds / 3600, bids=bid_rows,
         operator_gain=(target.spread_mtok - state["clearingPrice"]) * total_w * seconds / 3.6e9,
         tx_count=count, gas_total=gas,
     )

@@ -27,6 +27,7 @@ class Kind(str, Enum):  # noqa: UP042 - StrEnum changes format(); keep plain str
     CMD = "cmd"
     REPLY = "reply"
     STATE = "state"
+    CHAIN = "chain"  # signed Reports and baseline commitments for a relayer (gateway/chain/relay_wire.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,12 +85,14 @@ class FakeBiddingPort:
     balance_mtok: int = 10**9
     announced: list[tuple[int, int, int]] = field(default_factory=list)
     held: list[HeldBid] = field(default_factory=list)
+    claimable_mtok: int = 0  # tests credit payments and refunds here, as settleBatch does
+    claims: list[int] = field(default_factory=list)  # amounts paid out by claim()
 
     def terms(self) -> MarketTerms:
         return MarketTerms(chain_now_s=self.now_s, deposit_per_kw_mtok=self.deposit_per_kw_mtok,
                            lockout_s=self.lockout_s, tolerance_bps=self.tolerance_bps,
                            allowance_mtok=self.allowance_mtok, balance_mtok=self.balance_mtok,
-                           announced=tuple(self.announced))
+                           announced=tuple(self.announced), claimable_mtok=self.claimable_mtok)
 
     def place_bid(self, order: BidOrder) -> int:
         deposit = self.deposit_per_kw_mtok * order.rated_w // 1000
@@ -112,6 +114,14 @@ class FakeBiddingPort:
 
     def bids(self) -> list[HeldBid]:
         return list(self.held)
+
+    def claim(self) -> int:
+        """DRMarket.claim: the balance moves to the wallet (nothing to claim moves nothing)."""
+        amount, self.claimable_mtok = self.claimable_mtok, 0
+        self.balance_mtok += amount
+        if amount:
+            self.claims.append(amount)
+        return amount
 
 
 if TYPE_CHECKING:  # mypy checks that the fakes still have the shape of the ports they stand in for

@@ -16,18 +16,17 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 abstract contract DRRegistry is AccessControl {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
 
+    /// Awards and delivered energy are per (household, window) in DRMarketBase's `Take`
+    /// (`take(household, window)`): with several windows announced ahead one slot per household
+    /// could not hold them, so the registry keeps only identity, sequence and reputation.
     struct Household {
         // slot A: read and written by a Report
         address gateway;
         uint48 nextSeq; // lowest measurement seq the next Report may start at
-        uint32 reportWindow; // window of the last accepted Report
-        // slot B: read by clearing (suspension), written for winners (award)
+        // slot B: read by clearing (suspension)
         address aggregator;
-        uint32 awardWindow; // window the award below belongs to
-        uint32 awardW; // total awarded W of this household in awardWindow
         uint32 suspendedUntil; // suspended while windowId < suspendedUntil
-        // slot C: delivery, score and activity (written once per window by `_takePart`)
-        int64 deliveredWh; // delivered Wh of the Report for reportWindow
+        // slot C: score and activity (written once per window by `_takePart`)
         uint16 score; // stored score: the effective one is `_effective(...)`
         bool registered;
         uint32 lastActive; // last window with an eligible bid (inactivity counts from here)

@@ -134,9 +134,9 @@ def test_household_approves_bids_lists_and_withdraws(live: Live) -> None:
     assert "bid 2 withdrawn: deposit 200.000 tokens returned" in live.ok("withdraw", "2", key="A")
     table = live.ok("bids", key="A").splitlines()
     assert table[0].split() == ["id", "from", "to", "kW", "price/kWh", "deposit", "state",
-                                "window", "award", "kW"]
-    assert table[1].split()[3:] == ["-3.5", "25.000", "350.000", "open", "-", "-"]
-    assert table[2].split()[3:] == ["-1", "30.000", "200.000", "withdrawn", "-", "-"]
+                                "sealed", "window", "award", "kW"]
+    assert table[1].split()[3:] == ["-3.5", "25.000", "350.000", "open", "-", "-", "-"]
+    assert table[2].split()[3:] == ["-1", "30.000", "200.000", "withdrawn", "-", "-", "-"]
     wallet = live.json("wallet", key="A")
     assert (wallet["balance_mtok"], wallet["held_mtok"]) == (650_000, 350_000)
 
