@@ -26,8 +26,10 @@ def test_simulate_json_has_the_documented_shape_and_consistent_money() -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert list(out) == ["target_kw", "clearing_price", "window_hours", "bids", "operator_gain",
-                         "tx"]
+                         "tx", "timings"]
     assert list(out["tx"]) == ["count", "gas_total"] and out["tx"]["count"] > 0
+    # seconds per phase and in total, measured (not asserted: a shared machine's timing is noise)
+    assert "total" in out["timings"] and all(t >= 0 for t in out["timings"].values())
     assert all(list(b) == BID_KEYS for b in out["bids"])
     bids = {b["id"]: b for b in out["bids"]}
     hours, price = out["window_hours"], out["clearing_price"]
