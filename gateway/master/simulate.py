@@ -25,6 +25,7 @@ from gateway.market.scenario import Scenario, ScenarioBid
 from gateway.master.simulate_run import PhaseTimer, Run
 
 BASELINE_SIMULATED = 0  # baseline method id: the household's rated load (simulation only)
+_Money = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 PHASES = ("setup", "place", "clear", "report", "settle", "check")
 REPORTS_PER_TX = 100  # a relayed Report costs about 57k gas in a batch: ~6M gas per transaction
 
@@ -103,13 +104,7 @@ def simulate(scenario: Scenario, *, node: ChainNode | None = None,
         with timer("report"):
             delivered = _report(run, client, window, state, chain_ids)
         with timer("settle"):
-            run.at(s.end_s + s.report_grace_s)
-            client.settle(run.op, window)
-            checked = client.check(run.op, window)  # pull: everything accrues to balances
-            run.claim_all()
-            paid = client.events("BidPaid", checked)
-            refunds = client.events("DepositRefunded", checked)
-            forfeits = client.events("DepositForfeited", checked)
+            paid, refunds, forfeits = _settle(run, client, window)
     with timer("check"):
         rows = dict(clearing.bid_rows(client, int(client.market.functions.nextBidId().call())))
         still_open = [(b, chain_ids[b.key]) for b in s.bids
@@ -119,6 +114,17 @@ def simulate(scenario: Scenario, *, node: ChainNode | None = None,
                          (paid, refunds, forfeits))
     timings = {**{p: timer.seconds.get(p, 0.0) for p in PHASES}, "total": clock() - t0}
     return replace(result, timings=timings)
+
+
+def _settle(run: Run, client: MarketClient, window: int) -> _Money:
+    """After the grace: settle, give every bid its verdict (pull: all accrues to balances), and
+    let every household claim. The BidPaid, DepositRefunded and DepositForfeited events."""
+    run.at(run.s.end_s + run.s.report_grace_s)
+    client.settle(run.op, window)
+    checked = client.check(run.op, window)
+    run.claim_all()
+    return (client.events("BidPaid", checked), client.events("DepositRefunded", checked),
+            client.events("DepositForfeited", checked))
 
 
 def _events(s: Scenario) -> list[tuple[int, int, list[ScenarioBid]]]:
@@ -269,9 +275,6 @@ def _expected(run: Run, chain_ids: dict[str, int], model: _Model,
     return {r.bid_id: r for r in m.settle_and_check(
         clearing_, bids, spec, delivered=mine, deposit_per_kw_mtok=s.deposit_per_kw_mtok,
         tolerance_bps=s.tolerance_bps)}
-
-
-_Money = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def _result(run: Run, client: MarketClient, window: int, chain_ids: dict[str, int],
