@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.chain.market_types import BidOrder
-from gateway.errors import ConfigError
 from gateway.loop.history import LoadSlot
+from gateway.loop.journal import migrate
 from gateway.measurement.keyfile import create_private
 
 KEEP_FINISHED_S = 366 * 86400  # finished bids (withdrawn, or settled with an outcome) kept a year
@@ -73,24 +73,7 @@ class BidJournal:
         self.conn.close()
 
     def _migrate(self) -> None:
-        c = self.conn
-        c.execute("CREATE TABLE IF NOT EXISTS bid_schema (version INTEGER NOT NULL)")
-        row = c.execute("SELECT version FROM bid_schema").fetchone()
-        current = int(row[0]) if row else 0
-        if row is None:
-            c.execute("INSERT INTO bid_schema VALUES (0)")
-        if current > len(MIGRATIONS):
-            raise ConfigError(f"{self.path}: bid journal schema {current} is newer than this drgw "
-                              f"understands ({len(MIGRATIONS)}): upgrade drgw")
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                MIGRATIONS[version - 1](c)
-                c.execute("UPDATE bid_schema SET version = ?", (version,))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        migrate(self.conn, table="bid_schema", migrations=MIGRATIONS, what=f"{self.path}: bid journal")
 
     # ----------------------------------------------------------------------------- bids
 

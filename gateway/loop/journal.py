@@ -84,24 +84,8 @@ class Journal:
         self.conn.close()
 
     def _migrate(self) -> None:
-        c = self.conn
-        c.execute("CREATE TABLE IF NOT EXISTS loop_schema (version INTEGER NOT NULL)")
-        row = c.execute("SELECT version FROM loop_schema").fetchone()
-        current = int(row[0]) if row else 0
-        if row is None:
-            c.execute("INSERT INTO loop_schema VALUES (0)")
-        if current > len(MIGRATIONS):
-            raise ConfigError(f"{self.path}: DR journal schema {current} is newer than this drgw "
-                              f"understands ({len(MIGRATIONS)}): upgrade drgw")
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                MIGRATIONS[version - 1](c)
-                c.execute("UPDATE loop_schema SET version = ?", (version,))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        migrate(self.conn, table="loop_schema", migrations=MIGRATIONS,
+                what=f"{self.path}: DR journal")
 
     def _tables(self) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'dr_events'").fetchone() \
@@ -212,3 +196,26 @@ class Journal:
         return {"verdict": json.loads(r[0]), "report": None if r[1] is None else json.loads(r[1]),
                 "report_id": r[2], "chain_state": r[3],
                 "settlement": None if r[4] is None else json.loads(r[4])}
+
+
+def migrate(c: sqlite3.Connection, *, table: str, migrations: Sequence[Callable[[sqlite3.Connection], None]],
+            what: str) -> None:
+    """Bring the schema versioned in `table` up to len(migrations), each step in its own
+    transaction; refuse a schema newer than this drgw knows (`what` names the file and the part)."""
+    c.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+    row = c.execute(f"SELECT version FROM {table}").fetchone()
+    current = int(row[0]) if row else 0
+    if row is None:
+        c.execute(f"INSERT INTO {table} VALUES (0)")
+    if current > len(migrations):
+        raise ConfigError(f"{what} schema {current} is newer than this drgw understands "
+                          f"({len(migrations)}): upgrade drgw")
+    for version in range(current + 1, len(migrations) + 1):
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            migrations[version - 1](c)
+            c.execute(f"UPDATE {table} SET version = ?", (version,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise

@@ -15,33 +15,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from gateway.master.service import MasterService, build
 from gateway.master.settings import load
 from gateway.measurement.identity import GatewayKey
 from gateway.ops.sdnotify import FakeNotifier, Watchdog
 from gateway.testing.virtual_fleet import FleetLink, VirtualGateway, make_fleet
+from tests.integration.master.chain_parts import rows as _query
 from tests.integration.master.conftest import MasterConfig
 from tests.mosquitto import Broker
 from tests.waits import until
-
-
-def _query(config: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Read the master's database with a connection of its own (not the workers')."""
-    settings = load(config)
-    if settings.database_url is not None:
-        import psycopg
-
-        with psycopg.connect(settings.database_url) as pg:
-            return list(pg.execute(sql).fetchall())
-    import sqlite3
-
-    lite = sqlite3.connect(str(settings.sqlite))
-    try:
-        return lite.execute(sql).fetchall()
-    finally:
-        lite.close()
 
 
 @contextlib.asynccontextmanager
