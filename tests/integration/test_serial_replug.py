@@ -136,8 +136,12 @@ def replug(home_text: str, gateway_text: str, *, power_w: float,
         polling = asyncio.create_task(layer.run())
         try:
             await samples.until("sample with values", lambda s: any(x.ok for x in s))
-            await first.__aexit__(None, None, None)  # the adapter is pulled: its pty master closes
-            # Three cycles fail while the symlink dangles (the second and third without touching
+            # The adapter is pulled: udev removes its by-id link, then its pty master closes. (Link
+            # first: a stopped shim's pty may stay openable for a moment, and a reopen through the
+            # old link would count a reconnect that a pulled adapter never gives.)
+            link.unlink()
+            await first.__aexit__(None, None, None)
+            # Three cycles fail while the link is gone (the second and third without touching
             # the port), and reopening it fails in between.
             await samples.until("three cycles refused", lambda s: sum(map(port_lost, s)) >= 3)
             health = owner.port_health()
