@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 class SqliteSql:
-    """`Sql` over sqlite3, autocommit outside explicit transactions."""
+    """`Sql` over sqlite3, autocommit outside explicit transactions.
+
+    One connection may be reached from several threads (a worker's database thread, a dashboard's
+    reads, a test closing it): sqlite3's connection object is not safe for concurrent use, and
+    closing it while another thread steps a statement crashes the interpreter. Every call holds
+    `_lock`, a transaction for its whole length (an RLock, so its own statements pass).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.name = f"sqlite {path}"
@@ -32,30 +39,34 @@ class SqliteSql:
         except sqlite3.Error as exc:
             raise ConfigError(f"[database] sqlite = \"{path}\": cannot open it ({exc}); check the "
                               "folder exists and the service user may write there") from None
-        self._depth = 0
+        self._lock = threading.RLock()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Row], int]:
-        cursor = self._conn.execute(sql, params)
-        rows = cursor.fetchall()
-        return rows, cursor.rowcount
+        with self._lock:
+            cursor = self._conn.execute(sql, params)
+            rows = cursor.fetchall()
+            return rows, cursor.rowcount
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
-        return self._conn.executemany(sql, rows).rowcount
+        with self._lock:
+            return self._conn.executemany(sql, rows).rowcount
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         # IMMEDIATE takes the write lock at the start, so two workers never deadlock upgrading a
         # read lock (SQLITE_BUSY without waiting) half-way through.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
 
 
 def open_sqlite(path: str | Path) -> SqliteSql:

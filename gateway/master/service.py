@@ -98,6 +98,13 @@ class MasterParts:
         """Run `work` on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self.db, work)
 
+    async def close(self) -> None:
+        """Close the database on its own thread, after any read or write still running there."""
+        try:
+            await self.in_db(self.sql.close)
+        finally:
+            self.db.shutdown(wait=True)
+
 
 def build(settings: MasterSettings, *, worker: str | None = None, w3: Web3 | None = None,
           chain_thread: ThreadPoolExecutor | None = None) -> MasterParts:
@@ -188,8 +195,7 @@ class MasterService:
                 for task in reversed(tasks):
                     task.cancel()
         finally:
-            await self.parts.in_db(self.parts.sql.close)
-            self.parts.db.shutdown(wait=True)
+            await self.parts.close()
         return 0
 
     def _market_tasks(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:

@@ -96,7 +96,7 @@ def test_dashboard_in_chromium_shows_the_database_and_updates_live(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                parts.sql.close()
+                await parts.close()
 
     async def check_page(page: object, url: str, link: FleetLink) -> None:
         from playwright.async_api import Page

@@ -258,11 +258,11 @@ def test_windows_and_ranking_from_the_chain(tmp_path: Path, mqtt_broker: Broker)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await parts.close()
 
     try:
         (ws, windows), (rs, ranking) = asyncio.run(main())
     finally:
-        parts.sql.close()
         outbox.close()
     assert ws == 200 and rs == 200 and windows["chain"] is True
     [w] = windows["windows"]
