@@ -70,6 +70,7 @@ class BulkSender:
         self._scanned = 0  # the last block whose receipts were read
         self.count = 0
         self.gas = 0
+        self.gas_max = 0  # the most gas one transaction used
 
     def address(self, key: bytes) -> str:
         return str(self._account(key).address)
@@ -99,6 +100,7 @@ class BulkSender:
         mined = [by_hash[s.tx_hash] for s in signed]
         self.count += len(mined)
         self.gas += sum(m.gas_used for m in mined)
+        self.gas_max = max([self.gas_max, *(m.gas_used for m in mined)])
         return mined
 
     # ---- internals -------------------------------------------------------------------------

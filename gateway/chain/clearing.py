@@ -22,7 +22,7 @@ PAGE = 1000  # bids per view call
 # Reason codes of DRMarketBase._reason: 0 eligible; 1-3 cannot be passed; 4-8 passed as ineligible.
 ELIGIBLE, NOT_LIVE, LATE, PASSED = 0, 1, 2, 3
 WRONG_DIRECTION, RANGE, HOUSEHOLD_SUSPENDED, AGGREGATOR_SUSPENDED, UNREVEALED = 4, 5, 6, 7, 8
-BID_OPEN, BID_CONSUMED, BID_DONE = 1, 3, 4  # DRMarketBase bid states
+BID_OPEN, BID_CONSUMED, BID_DONE, BID_SEALED = 1, 3, 4, 5  # DRMarketBase bid states
 # Estimated gas per bid in a clearing batch and the budget per transaction (bench/gas.py measures
 # about 60k per awarded bid, 30k per eligible loser and 10k per ineligible bid).
 GAS_ELIGIBLE = 70_000

@@ -3,8 +3,9 @@
 The market keeps no per-household index of bids, so a household's bids are found from its
 `BidPlaced` logs (the `household` topic is indexed, DRMarket.sol) and their current state read from
 the `bid(id)` view: a log says what was offered, the view says what became of it. Earnings come
-from the `BidPaid`, `DepositRefunded` and `DepositForfeited` logs, also indexed by household, since
-the contract keeps no running totals. Amounts stay in contract units (mtok, W, unix seconds).
+from the `BidPaid`, `DepositRefunded`, `DepositForfeited` and `CommitmentUnrevealed` logs, also
+indexed by household, since the contract keeps no running totals. Amounts stay in contract units
+(mtok, W, unix seconds).
 """
 
 from __future__ import annotations
@@ -40,17 +41,20 @@ class Wallet:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WindowEarning:
-    """One window's outcome for a household (mtok)."""
+    """One window's outcome for a household (mtok). A sealed bid the window passed unrevealed
+    counts its refund in `refunded_mtok` and the penalty the treasury kept (UNREVEALED_PENALTY_BPS
+    of its deposit, docs/market.md) in `penalty_mtok`; like a forfeit, the penalty is a loss."""
 
     window: int
     award_w: int
     payment_mtok: int
     refunded_mtok: int
     forfeited_mtok: int
+    penalty_mtok: int = 0
 
     @property
     def net_mtok(self) -> int:
-        return self.payment_mtok - self.forfeited_mtok
+        return self.payment_mtok - self.forfeited_mtok - self.penalty_mtok
 
 
 def household_bids(client: MarketClient, household: str) -> list[HeldBid]:
@@ -108,16 +112,19 @@ def wallet(client: MarketClient, household: str) -> Wallet:
 
 
 def earnings(client: MarketClient, household: str) -> list[WindowEarning]:
-    """Per settled or checked window: award, payment and the deposit refunded or forfeited."""
+    """Per settled or checked window: award, payment and the deposit refunded or forfeited; per
+    cleared window, the refunds and penalties of sealed bids it passed unrevealed."""
     address = client.w3.to_checksum_address(household)
     events = client.market.events
     sums: dict[int, dict[str, int]] = {}
-    for name, key in (("BidPaid", "paid"), ("DepositRefunded", "refunded"),
-                      ("DepositForfeited", "forfeited")):
+    for name, fields in (("BidPaid", {"amount": "paid"}), ("DepositRefunded", {"amount": "refunded"}),
+                         ("DepositForfeited", {"amount": "forfeited"}),
+                         ("CommitmentUnrevealed", {"refund": "refunded", "penalty": "penalty"})):
         for log in getattr(events, name)().get_logs(argument_filters={"household": address},
                                                     from_block=0):
             window = sums.setdefault(int(log["args"]["window"]), {})
-            window[key] = window.get(key, 0) + int(log["args"]["amount"])
+            for field, key in fields.items():
+                window[key] = window.get(key, 0) + int(log["args"][field])
     awards: dict[int, int] = {}
     for log in events.BidAwarded().get_logs(argument_filters={"household": address},
                                             from_block=0):
@@ -125,7 +132,7 @@ def earnings(client: MarketClient, household: str) -> list[WindowEarning]:
         awards[w] = awards.get(w, 0) + int(log["args"]["awardW"])
     return [WindowEarning(window=w, award_w=awards.get(w, 0), payment_mtok=s.get("paid", 0),
                           refunded_mtok=s.get("refunded", 0),
-                          forfeited_mtok=s.get("forfeited", 0))
+                          forfeited_mtok=s.get("forfeited", 0), penalty_mtok=s.get("penalty", 0))
             for w, s in sorted(sums.items())]
 
 

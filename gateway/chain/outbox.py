@@ -127,6 +127,12 @@ class ChainOutbox:
                                "WHERE state IN ('mined', 'failed')").fetchone()
         return int(row[0]), int(row[1])
 
+    def tx_gas_max(self) -> int:
+        """The most gas any one mined or failed transaction used (0 when none)."""
+        row = self._db.execute("SELECT COALESCE(MAX(gas_used), 0) FROM txs "
+                               "WHERE state IN ('mined', 'failed')").fetchone()
+        return int(row[0])
+
     # ---- Reports ---------------------------------------------------------------------------
 
     def queue_report(self, signed: SignedReport, *, chain_id: int, market: str) -> int:

@@ -21,6 +21,9 @@ PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
 HINTS: Mapping[str, str] = {
     "AccessControlUnauthorizedAccount": "use the operator's key (--key) for this command",
     "LockoutViolated": "announce a later start: at least the lockout after now",
+    "RevealTooLong": "shorten --reveal-minutes or announce a later --start: the reveal phase "
+                     "must end before the window starts",
+    "RevealRunning": "wait until the window's reveal phase ends (revealEnd), then clear",
     "WindowInProgress": "clear, settle and check the current window first",
     "WrongWindowState": "run the phases in order: announce, clear, settle, check",
     "ReportGraceRunning": "wait until the window end plus the report grace",

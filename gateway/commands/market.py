@@ -84,6 +84,12 @@ def _add_announce(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--realtime", type=float, required=True, help="real-time price, currency/kWh")
     p.add_argument("--omega", type=float, required=True, help="discomfort sensitivity")
     p.add_argument("--mode", choices=("shift", "curtail"), default="shift")
+    p.add_argument("--pricing", default="uniform", metavar="uniform|pay-as-bid",
+                   help="uniform: every winner is paid the marginal price (seed 003, default); "
+                   "pay-as-bid: each winner its own price (seed 002)")
+    p.add_argument("--reveal-minutes", default="0", metavar="MINUTES",
+                   help="reveal phase for sealed bids after the announcement; clearing waits for "
+                   "its end, which must come before --start (default 0: no sealed bids)")
     p.set_defaults(func=run_announce)
 
 
@@ -147,19 +153,27 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_json()))
         return 0
     print(f"target {result.target_kw:g} kW   clearing price {result.clearing_price:g} tokens/kWh"
-          f"   window {result.window_hours * 60:g} min")
+          f"   {result.pricing.replace('_', '-')} pricing   window {result.window_hours * 60:g} min")
     head = ("bid", "household", "award kW", "payment", "surplus", "performed", "deposit",
             "refunded", "forfeited", "note")
     rows = [(b.id, b.household, f"{b.awarded_kw:g}", f"{b.payment:.3f}", f"{b.surplus:.3f}",
              ("yes" if b.performed else "no") if b.awarded_kw else "-", f"{b.deposit:g}",
              f"{b.deposit_refunded:g}", f"{b.deposit_forfeited:g}",
-             b.reason or ("" if b.awarded_kw else "not awarded")) for b in result.bids]
+             _note(b)) for b in result.bids]
     _table(head, rows)
-    print(f"operator gain {result.operator_gain:.3f} tokens   "
-          f"{result.tx_count} transactions, {result.gas_total} gas")
+    print(f"paid {sum(b.payment for b in result.bids):.3f} tokens   operator gain "
+          f"{result.operator_gain:.3f} tokens   {result.tx_count} transactions, "
+          f"{result.gas_total} gas (largest {result.gas_max})")
+    print(f"the reference model agrees on all {result.model_checked} bids and the clearing price")
     print(f"{len(result.bids)} bids; seconds: " + "  ".join(
         f"{phase} {s:.1f}" for phase, s in result.timings.items()))
     return 0
+
+
+def _note(b: Any) -> str:
+    """A simulate row's note: sealed or not, and why it did not win."""
+    why = b.reason or ("" if b.awarded_kw else "not awarded")
+    return "; ".join(x for x in ("sealed" if b.sealed else "", why) if x)
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -201,19 +215,53 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def run_announce(args: argparse.Namespace) -> int:
+    from gateway.chain.market_client import PAY_AS_BID, UNIFORM
     from gateway.master.operator import open_session, parse_time
 
-    s = _session(args, open_session)
     if args.omega <= 0:
         raise ConfigError(f"--omega {args.omega:g}: must be above 0")
+    pricing = {"uniform": UNIFORM, "pay-as-bid": PAY_AS_BID}.get(args.pricing.replace("_", "-"))
+    if pricing is None:
+        raise ConfigError(f"--pricing {args.pricing!r}: use uniform (every winner is paid the "
+                          "marginal price) or pay-as-bid (each winner its own price)")
+    start_s, end_s = parse_time(args.start, "--start"), parse_time(args.end, "--end")
+    reveal_s = _reveal_seconds(args.reveal_minutes)
+    s = _session(args, open_session)
+    now_s = s.node.latest_timestamp()
+    if reveal_s and now_s + 1 + reveal_s >= start_s:  # the announcement is mined after now
+        raise ConfigError(f"--reveal-minutes {args.reveal_minutes}: the reveal phase would end at "
+                          f"{_iso(now_s + 1 + reveal_s)}, not before --start {_iso(start_s)}; "
+                          "shorten it or announce a later start")
     mined = s.client.announce(
-        s.sender, start_s=parse_time(args.start, "--start"), end_s=parse_time(args.end, "--end"),
+        s.sender, start_s=start_s, end_s=end_s,
         retail_micro=round(args.retail * 1e6), realtime_micro=round(args.realtime * 1e6),
-        omega_milli=round(args.omega * 1000), mode=0 if args.mode == "shift" else 1)
+        omega_milli=round(args.omega * 1000), mode=0 if args.mode == "shift" else 1,
+        pricing=pricing, reveal_s=reveal_s)
     event = s.client.events("WindowAnnounced", mined)[0]
+    reveal = f", sealed bids reveal until {_iso(event['revealEnd'])}" if reveal_s else ""
     print(f"window {event['window']} announced: optimum {event['optimumW'] / 1000:g} kW, "
-          f"{'reduce' if event['reduce'] else 'increase'} load ({mined.gas_used} gas)")
+          f"{'reduce' if event['reduce'] else 'increase'} load, "
+          f"{'pay-as-bid' if event['pricing'] == PAY_AS_BID else 'uniform'} pricing{reveal} "
+          f"({mined.gas_used} gas)")
     return 0
+
+
+def _reveal_seconds(text: str) -> int:
+    """--reveal-minutes (decimal minutes, whole seconds) -> seconds for DRMarket.announce."""
+    from gateway.commands.market_input import parse_decimal
+
+    minutes = parse_decimal(text, "--reveal-minutes", unit="minutes")
+    seconds = minutes * 60
+    if minutes < 0 or seconds != seconds.to_integral_value() or seconds >= 2**32:
+        raise ConfigError(f"--reveal-minutes {text}: use whole seconds' worth of minutes from 0 "
+                          "(e.g. 5 or 2.5), shorter than the time to --start")
+    return int(seconds)
+
+
+def _iso(unix_s: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_phase(args: argparse.Namespace) -> int:

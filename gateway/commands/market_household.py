@@ -233,14 +233,18 @@ def run_earnings(args: argparse.Namespace) -> int:
     paid = sum(e.payment_mtok for e in per_window)
     refunded = sum(e.refunded_mtok for e in per_window)
     forfeited = sum(e.forfeited_mtok for e in per_window)
+    penalty = sum(e.penalty_mtok for e in per_window)
+    net = sum(e.net_mtok for e in per_window)
     data = {"household": household, "windows": [asdict(e) for e in per_window],
             "paid_mtok": paid, "refunded_mtok": refunded, "forfeited_mtok": forfeited,
-            "net_mtok": paid - forfeited}
-    head = ("window", "award kW", "payment", "deposit refunded", "deposit forfeited")
+            "penalty_mtok": penalty, "net_mtok": net}
+    head = ("window", "award kW", "payment", "deposit refunded", "deposit forfeited",
+            "unrevealed penalty")
     rows = [(str(e.window), f"{e.award_w / 1000:g}", tokens(e.payment_mtok),
-             tokens(e.refunded_mtok), tokens(e.forfeited_mtok)) for e in per_window]
-    total = (f"total: paid {tokens(paid)}, forfeited {tokens(forfeited)}, "
-             f"net {tokens(paid - forfeited)} tokens (refunded deposits {tokens(refunded)})")
+             tokens(e.refunded_mtok), tokens(e.forfeited_mtok), tokens(e.penalty_mtok))
+            for e in per_window]
+    total = (f"total: paid {tokens(paid)}, forfeited {tokens(forfeited)}, unrevealed penalties "
+             f"{tokens(penalty)}, net {tokens(net)} tokens (refunded deposits {tokens(refunded)})")
     show(args, data, [*_table(head, rows), total] if rows else
          [f"household {household} has no settled windows", total])
     return 0

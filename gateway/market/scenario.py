@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.market.model import MAX_POWER_W, Mode
+from gateway.market.model import MAX_POWER_W, Mode, Pricing
 
 MARKET_KEYS = {
     "token_per_currency": "tokens per currency unit, e.g. 1000",
@@ -28,13 +28,20 @@ MARKET_KEYS = {
     "tolerance": "allowed shortfall as a fraction, e.g. 0.05",
     "lockout_minutes": "minutes from announcement to window start, e.g. 10",
 }
-MARKET_OPTIONAL = {"report_grace_minutes": "minutes after the window for Reports (default 0)"}
+MARKET_OPTIONAL = {"report_grace_minutes": "minutes after the window for Reports (default 0)",
+                   "pricing": '"uniform" (seed 003, the default) or "pay_as_bid" (seed 002)',
+                   "reveal_minutes": "minutes after the announcement for sealed bids to reveal, "
+                                     "e.g. 5 (default 0: no sealed bids)"}
+PRICING = {"uniform": Pricing.UNIFORM, "pay_as_bid": Pricing.PAY_AS_BID}
 WINDOW_KEYS = {"date": '"2024-07-01"', "start": '"18:30"', "end": '"18:40"',
                "announced_at": '"18:20"'}
 BID_KEYS = {"id": '"h1-ac"', "household": '"h1"', "rated_kw": "3.0", "from": '"18:00"',
             "to": '"19:00"', "price": "tokens/kWh, e.g. 31.5", "kw": "-2.0 (negative = reduce)",
             "submitted_at": '"09:12"'}
-BID_OPTIONAL = {"actual_kw": "measured response if the bid wins (default: kw)"}
+BID_OPTIONAL = {"actual_kw": "measured response if the bid wins (default: kw)",
+                "sealed": "true: commit a hash with the deposit, reveal after the announcement "
+                          "(seed 002; default false)",
+                "revealed": "false: a sealed bid whose reveal never comes (default true)"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +57,8 @@ class ScenarioBid:
     power_w: int
     submitted_s: int
     actual_w: int
+    sealed: bool = False  # committed as a hash, revealed in the window's reveal phase
+    revealed: bool = True  # False: a sealed bid whose household never reveals it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +79,8 @@ class Scenario:
     end_s: int
     announced_s: int
     bids: tuple[ScenarioBid, ...]
+    pricing: Pricing = Pricing.UNIFORM
+    reveal_s: int = 0  # the reveal phase after the announcement; clearing starts at its end
 
     @property
     def households(self) -> tuple[str, ...]:
@@ -110,6 +121,8 @@ def parse_scenario(data: Mapping[str, Any], *, source: str) -> Scenario:
         end_s=p.clock(window, "window.end", date),
         announced_s=p.clock(window, "window.announced_at", date),
         bids=bids,
+        pricing=_pricing(market, source),
+        reveal_s=p.scaled(market, "market.reveal_minutes", 60, low=0, default=0),
     )
     _check_window(scenario)
     return scenario
@@ -127,6 +140,14 @@ def _mode(market: Mapping[str, Any], source: str) -> Mode:
     if mode_name not in ("shift", "curtail"):
         raise ConfigError(f'{source}: market.mode must be "shift" or "curtail", not {mode_name!r}')
     return Mode.SHIFT if mode_name == "shift" else Mode.CURTAIL
+
+
+def _pricing(market: Mapping[str, Any], source: str) -> Pricing:
+    name = market.get("pricing", "uniform")
+    if name not in PRICING:
+        raise ConfigError(f'{source}: market.pricing must be "uniform" or "pay_as_bid", '
+                          f"not {name!r}")
+    return PRICING[name]
 
 
 def _bids(data: Mapping[str, Any], date: dt.date, p: _Reader) -> tuple[ScenarioBid, ...]:
@@ -150,6 +171,13 @@ def _check_window(scenario: Scenario) -> None:
             f"{source}: window.announced_at must be at least market.lockout_minutes before "
             "window.start; announce earlier or shorten the lockout"
         )
+    if scenario.announced_s + scenario.reveal_s >= scenario.start_s:
+        raise ConfigError(f"{source}: market.reveal_minutes must end before window.start "
+                          "(DRMarket reverts RevealTooLong); shorten it or announce earlier")
+    sealed = next((b for b in scenario.bids if b.sealed), None)
+    if sealed is not None and scenario.reveal_s == 0:
+        raise ConfigError(f"{source}: bid {sealed.key!r} is sealed but market.reveal_minutes is 0, "
+                          "so it could never be revealed; set e.g. reveal_minutes = 5")
 
 
 def _bid(row: Any, index: int, date: dt.date, p: _Reader) -> ScenarioBid:
@@ -168,10 +196,22 @@ def _bid(row: Any, index: int, date: dt.date, p: _Reader) -> ScenarioBid:
         power_w=power, submitted_s=p.clock(row, where + "submitted_at", date),
         actual_w=p.scaled(row, where + "actual_kw", 1000, low=-10 * MAX_POWER_W,
                           high=10 * MAX_POWER_W, default=row["kw"]),
+        sealed=_flag(row, "sealed", False, p.source, where),
+        revealed=_flag(row, "revealed", True, p.source, where),
     )
+    if not bid.revealed and not bid.sealed:
+        raise ConfigError(f"{p.source}: {where}revealed = false needs {where}sealed = true "
+                          "(only a sealed bid is revealed)")
     if bid.to_s <= bid.from_s:
         raise ConfigError(f"{p.source}: {where}to must be after {where}from")
     return bid
+
+
+def _flag(row: Mapping[str, Any], key: str, default: bool, source: str, where: str) -> bool:
+    value = row.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {where}{key} must be true or false, not {value!r}")
+    return value
 
 
 class _Reader:

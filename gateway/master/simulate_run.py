@@ -30,7 +30,8 @@ DAY = 86_400
 WALLET_WEI = 10**18  # gas money per wallet: gas limit x bulk.MAX_FEE_WEI must be covered per tx
 # Gas limits of the bulk transactions (measured with bench/gas.py, then about doubled).
 GAS = {"register": 250_000, "mint": 100_000, "fund": 21_000, "approve": 80_000, "bid": 250_000,
-       "baseline": 150_000, "claim": 120_000, "withdraw": 120_000}
+       "baseline": 150_000, "claim": 120_000, "withdraw": 120_000, "commit": 250_000,
+       "reveal": 150_000}
 
 
 class PhaseTimer:
@@ -80,9 +81,11 @@ class Run:
     def at(self, t: int) -> None:
         self.node.set_next_timestamp(t + self.offset)
 
-    def tx_totals(self) -> tuple[int, int]:
+    def tx_totals(self) -> tuple[int, int, int]:
+        """(transactions, gas used, the most gas one transaction used)."""
         count, gas = self.outbox.tx_totals()
-        return count + self.bulk.count, gas + self.bulk.gas
+        return (count + self.bulk.count, gas + self.bulk.gas,
+                max(self.outbox.tx_gas_max(), self.bulk.gas_max))
 
     def setup(self) -> MarketClient:
         """Deploy; register, fund and give every household its deposits; then fix the clock
@@ -117,9 +120,7 @@ class Run:
                                data=token("approve", client.market.address, deposits[n]),
                                gas=GAS["approve"], purpose=f"approve {n}")
                         for n in s.households if deposits[n]])
-        top = max(b.price_mtok for b in s.bids)  # the clearing price is at most the top bid
-        budget = top * sum(abs(b.power_w) for b in s.bids) * (s.end_s - s.start_s)
-        budget = budget // m.MS_PER_HOUR_KW + len(s.bids)
+        budget = _treasury_budget(s)
         client.mint(self.op, self.op.address, budget)
         client.approve(self.op, budget)
         first = min([s.announced_s, *(b.submitted_s for b in s.bids)])
@@ -127,17 +128,37 @@ class Run:
         return client
 
     def place(self, bids: list[ScenarioBid]) -> dict[str, int]:
-        """Place `bids` in one bulk send; their chain ids from the BidPlaced logs."""
+        """Place `bids` in one bulk send, a sealed one as its commitment (`commitBid`, only the
+        hash and the deposit for its rated power); their chain ids from the BidPlaced and
+        BidCommitted logs."""
         client = self._client()
         mined = self.bulk.send([self._market_tx(
+            self.wallet_keys[b.household], "commit", "commitBid", self._seal(b), b.rated_w)
+            if b.sealed else self._market_tx(
             self.wallet_keys[b.household], "bid", "placeBid", b.from_s + self.offset,
             b.to_s + self.offset, b.power_w, b.rated_w, b.price_mtok) for b in bids])
-        topic = _topic(client, "BidPlaced")
+        topics = {False: _topic(client, "BidPlaced"), True: _topic(client, "BidCommitted")}
         ids = {}
         for b, tx in zip(bids, mined, strict=True):
-            (log,) = event_logs([tx], topic)
+            (log,) = event_logs([tx], topics[b.sealed])
             ids[b.key] = int.from_bytes(bytes(log["topics"][1]), "big")  # bidId is indexed
         return ids
+
+    def reveal(self, bids: list[tuple[ScenarioBid, int]]) -> list[Mined]:
+        """Reveal sealed bids (the household's own terms and salt) in the reveal phase."""
+        return self.bulk.send([self._market_tx(
+            self.wallet_keys[b.household], "reveal", "revealBid", bid_id, b.from_s + self.offset,
+            b.to_s + self.offset, b.power_w, b.price_mtok, self._salt(b)) for b, bid_id in bids])
+
+    def _salt(self, b: ScenarioBid) -> bytes:
+        from eth_utils.crypto import keccak
+
+        return bytes(keccak(f"drgw-simulate/{b.key}/salt".encode()))
+
+    def _seal(self, b: ScenarioBid) -> bytes:
+        return m.seal(price_mtok=b.price_mtok, power_w=b.power_w, from_s=b.from_s + self.offset,
+                      to_s=b.to_s + self.offset, salt=self._salt(b),
+                      household=self.wallets[b.household])
 
     def commit_baselines(self, signed: list[SignedBaseline]) -> None:
         """Relay the gateways' signed baselines (the aggregator pays gas)."""
@@ -162,6 +183,14 @@ class Run:
         assert self.market_data is not None
         return BulkTx(key=key, to=self._client().market.address, data=self.market_data(fn, *args),
                       gas=GAS[kind], purpose=f"{fn} {args[0] if args else ''}".strip())
+
+
+def _treasury_budget(s: Scenario) -> int:
+    """mtok the treasury needs at most: every bid awarded in full at the top price (any winner's
+    price, uniform or pay-as-bid, is at most the top bid's), plus one mtok a bid of rounding."""
+    top = max(b.price_mtok for b in s.bids)
+    budget = top * sum(abs(b.power_w) for b in s.bids) * (s.end_s - s.start_s)
+    return budget // m.MS_PER_HOUR_KW + len(s.bids)
 
 
 def _topic(client: MarketClient, event: str) -> bytes:

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "market" / "evening-peak.toml"
-BID_KEYS = ["id", "household", "eligible", "reason", "awarded_kw", "payment", "surplus",
+BID_KEYS = ["id", "bid_id", "household", "sealed", "eligible", "reason", "awarded_kw", "payment", "surplus",
             "performed", "deposit", "deposit_refunded", "deposit_forfeited"]
 
 
@@ -25,9 +25,10 @@ def test_simulate_json_has_the_documented_shape_and_consistent_money() -> None:
     done = drgw("simulate", str(EXAMPLE), "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert list(out) == ["target_kw", "clearing_price", "window_hours", "bids", "operator_gain",
-                         "tx", "timings"]
-    assert list(out["tx"]) == ["count", "gas_total"] and out["tx"]["count"] > 0
+    assert list(out) == ["target_kw", "clearing_price", "pricing", "window_hours", "bids",
+                         "operator_gain", "tx", "model_checked", "timings"]
+    assert list(out["tx"]) == ["count", "gas_total", "gas_max"] and out["tx"]["count"] > 0
+    assert out["pricing"] == "uniform" and out["model_checked"] == 7
     # seconds per phase and in total, measured (not asserted: a shared machine's timing is noise)
     assert "total" in out["timings"] and all(t >= 0 for t in out["timings"].values())
     assert all(list(b) == BID_KEYS for b in out["bids"])

@@ -214,18 +214,20 @@ def test_earnings_after_a_full_window(live: Live) -> None:
     # deposit 350_000 refunded, nothing forfeited
     earned = live.json("earnings", "--household", a)
     assert earned["windows"] == [{"window": 1, "award_w": 3500, "payment_mtok": 14_583,
-                                  "refunded_mtok": 350_000, "forfeited_mtok": 0}]
+                                  "refunded_mtok": 350_000, "forfeited_mtok": 0,
+                                  "penalty_mtok": 0}]
     assert (earned["paid_mtok"], earned["forfeited_mtok"], earned["net_mtok"]) == \
         (14_583, 0, 14_583)
     # B: awarded 1000 + 500 W, no Report: no payment, both deposits (100 + 50 tokens) forfeited
     earned = live.json("earnings", key="B")
     assert earned["windows"] == [{"window": 1, "award_w": 1500, "payment_mtok": 0,
-                                  "refunded_mtok": 0, "forfeited_mtok": 150_000}]
+                                  "refunded_mtok": 0, "forfeited_mtok": 150_000,
+                                  "penalty_mtok": 0}]
     assert (earned["paid_mtok"], earned["net_mtok"]) == (0, -150_000)
     out = live.ok("earnings", key="A").splitlines()
-    assert out[1].split() == ["1", "3.5", "14.583", "350.000", "0.000"]
-    assert out[2] == ("total: paid 14.583, forfeited 0.000, net 14.583 tokens "
-                      "(refunded deposits 350.000)")
+    assert out[1].split() == ["1", "3.5", "14.583", "350.000", "0.000", "0.000"]
+    assert out[2] == ("total: paid 14.583, forfeited 0.000, unrevealed penalties 0.000, "
+                      "net 14.583 tokens (refunded deposits 350.000)")
     claim_for(live, "A")  # pull settlement: the balance reaches the wallet when claimed
     wallet = live.json("wallet", key="A")  # 1000 - 350 + 350 + 14.583
     assert (wallet["balance_mtok"], wallet["held_mtok"]) == (1_014_583, 0)

@@ -1,7 +1,6 @@
-"""`drgw market bid --sealed`, `reveal`, `bids` (sealed states) and `claim` on anvil, as a household
-types them; the operator's announcement with a reveal phase and pay-as-bid pricing is sent through
-MarketClient (the `announce` command has no such options). Figures are hand computations from the
-contract's formulas (docs/market.md, Units).
+"""`drgw market bid --sealed`, `reveal`, `bids` (sealed states), `claim` and `earnings` on anvil, as
+a household types them, and the operator's `announce --pricing --reveal-minutes`. Figures are hand
+computations from the contract's formulas (docs/market.md, Units).
 """
 
 from __future__ import annotations
@@ -83,3 +82,41 @@ def test_a_sealed_bid_is_hidden_revealed_paid_as_bid_and_claimed(live: Live) -> 
     assert "nothing to claim" in live.ok("claim", key="A")
     assert live.json("wallet", key="B")["claimable_mtok"] == 0  # B forfeited: nothing credited
     assert json.loads(salts.read_text())  # the salt stays kept (a record of what was bid)
+
+
+def test_announce_with_a_reveal_phase_and_an_unrevealed_bids_penalty_in_earnings(
+        live: Live) -> None:  # noqa: F811
+    b = live.address["B"]
+    live.ok("approve", "1000", key="B")
+    now = live.node.latest_timestamp()
+    span = ("--from", str(now), "--to", str(now + 86_400))
+    live.ok("bid", "--sealed", *span, "--kw", "-3", "--price", "30", key="B")  # deposit 300
+    start = live.node.latest_timestamp() + 1200
+    window = ("--start", str(start), "--end", str(start + 600), "--retail", "0.6",
+              "--realtime", "0.68", "--omega", "1.2")
+    code, _, err = live.run("announce", *window, "--pricing", "first-price", key="operator")
+    assert code == 2 and "--pricing 'first-price': use uniform" in err and "pay-as-bid" in err
+    for bad in ("-1", "0.001", "soon"):
+        code, _, err = live.run("announce", *window, "--reveal-minutes", bad, key="operator")
+        assert code == 2 and "--reveal-minutes" in err and bad in err
+    code, _, err = live.run("announce", *window, "--reveal-minutes", "20", key="operator")
+    assert code == 2 and "not before --start" in err  # 20 min from now ends at the start or later
+    assert live.client.window_count() == 0  # nothing was sent
+    out = live.ok("announce", *window, "--pricing", "pay-as-bid", "--reveal-minutes", "2.5",
+                  key="operator")
+    w = live.client.window(1)
+    assert (w["pricing"], w["revealEnd"] - w["announcedAt"]) == (1, 150)  # 2.5 min = 150 s
+    assert "pay-as-bid pricing, sealed bids reveal until" in out
+    code, _, err = live.run("clear", key="operator")  # the reveal phase is still running
+    assert code == 3 and "RevealRunning" in err and "wait until the window's reveal phase" in err
+    live.node.set_next_timestamp(int(w["revealEnd"]))  # B never reveals
+    live.ok("clear", key="operator")
+    # unrevealed: refund 300 tokens minus UNREVEALED_PENALTY_BPS 10 % = 270, penalty 30
+    earned = live.json("earnings", "--household", b)
+    assert earned["windows"] == [{"window": 1, "award_w": 0, "payment_mtok": 0,
+                                  "refunded_mtok": 270_000, "forfeited_mtok": 0,
+                                  "penalty_mtok": 30_000}]
+    assert (earned["penalty_mtok"], earned["net_mtok"]) == (30_000, -30_000)
+    out = live.ok("earnings", key="B").splitlines()
+    assert out[1].split() == ["1", "0", "0.000", "270.000", "0.000", "30.000"]
+    assert "unrevealed penalties 30.000, net -30.000 tokens" in out[2]
