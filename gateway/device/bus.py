@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from gateway.device.device import DeviceError, DeviceSpec, DeviceState, WrongModel
 from gateway.device.model_check import check_model, wrong_model_message
+from gateway.device.pacing import sleep_until
 from gateway.device.schedule import PollScheduler
 from gateway.device.transport import Link, LinkError
 from gateway.errors import DrgwError
@@ -155,30 +156,32 @@ class BusOwner(PollScheduler):
                        ) -> modbus.Response | modbus.ExceptionResponse:
         """One request and its answer, with the gap before it. Raises DeviceError on no answer."""
         loop = asyncio.get_running_loop()
-        gap = max(self.settings.frame_gap, state.spec.min_interval)
-        wait = self._quiet_since + gap - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        await self._quiet_line(max(self.settings.frame_gap, state.spec.min_interval))
         wire = self._wire_time(request)
         timeout = state.timeout(wire)
         frame = self._codec.send(request)
         self.requests += 1
         state.requests += 1
         sent_at = loop.time()
+        answer: modbus.Response | modbus.ExceptionResponse | None = None
         try:
             await self.link.write(frame)
             answer = await self._receive(sent_at + timeout)
         except LinkError as exc:
             state.link_errors += 1
             self._codec.abandon()
-            self._quiet_since = loop.time()
             raise DeviceError(str(exc)) from exc
         except modbus.RemoteProtocolError as exc:
             await self._resync()
             state.protocol_errors += 1
             raise DeviceError(f"unit {request.unit}: {exc}") from exc
         finally:
-            self._quiet_since = loop.time()
+            # The silent interval runs from the reply's last byte as the port handed it over
+            # (Serial Line 2.5.1.1), not from whenever this task got round to it: parsing, decoding
+            # and planning the next read then happen inside the gap instead of after it. Without
+            # a reply heard since the request went out, it runs from now.
+            heard = self.link.last_heard
+            self._quiet_since = heard if answer is not None and heard >= sent_at else loop.time()
         if answer is None:
             self._codec.abandon()
             await self._resync()
@@ -188,6 +191,17 @@ class BusOwner(PollScheduler):
         if isinstance(answer, modbus.ExceptionResponse):
             state.exceptions += 1
         return answer
+
+    async def _quiet_line(self, gap: float) -> None:
+        """Wait until the line has been silent for `gap`: since our last frame or its reply, and
+        since any byte heard after it (a late reply to a request we gave up on; Serial Line
+        2.5.1.1 counts silence from the last character on the line, whoever sent it). What
+        arrived meanwhile cannot answer the request about to go out, so it is dropped."""
+        loop = asyncio.get_running_loop()
+        while (deadline := max(self._quiet_since, self.link.last_heard) + gap) > loop.time():
+            await sleep_until(deadline)
+        if self.link.last_heard > self._quiet_since:
+            self.link.discard_input()
 
     def _check_answered(self, state: DeviceState, request: modbus.Request,
                         answer: modbus.Response | modbus.ExceptionResponse | None,

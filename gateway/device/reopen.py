@@ -131,6 +131,10 @@ class ReopeningLink:
     def discard_input(self) -> None:
         self.link.discard_input()
 
+    @property
+    def last_heard(self) -> float:
+        return self.link.last_heard
+
     def _refuse_while_lost(self) -> None:
         if self._lost_at is not None:
             raise PortLost(self._lost_message())

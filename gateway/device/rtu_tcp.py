@@ -39,6 +39,7 @@ class RtuOverTcpLink:
         self._connect_timeout = connect_timeout
         self._transport: asyncio.BaseTransport | None = None
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self.last_heard = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -85,6 +86,7 @@ class RtuOverTcpLink:
         if not data:
             await self.close()
             raise LinkError(f"{self.description}: the converter closed the connection")
+        self.last_heard = asyncio.get_running_loop().time()
         return data
 
     def discard_input(self) -> None:

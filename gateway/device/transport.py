@@ -24,6 +24,11 @@ class Link(Protocol):
 
     description: str
 
+    @property
+    def last_heard(self) -> float:
+        """Loop time the port last handed over received bytes (0.0 before any): the silent interval
+        before the next request runs from here (gateway.device.bus.BusOwner.transact)."""
+        ...
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def write(self, data: bytes) -> None: ...
@@ -53,6 +58,7 @@ class TcpLink:
         self._connect_timeout = connect_timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.last_heard = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -98,6 +104,7 @@ class TcpLink:
         if not data:
             await self.close()
             raise LinkError(f"{self.description}: the device closed the connection")
+        self.last_heard = asyncio.get_running_loop().time()
         return data
 
     def discard_input(self) -> None:
@@ -117,6 +124,7 @@ class SerialLink:
         self._fd = -1
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
         self._failure = ""  # why the port failed under the event loop's reader, until closed
+        self.last_heard = 0.0  # stamped as the bytes come off the port, before any task wakes
 
     @property
     def is_open(self) -> bool:
@@ -145,6 +153,7 @@ class SerialLink:
             self._failed(f"read failed ({exc})")
             return
         if data:
+            self.last_heard = asyncio.get_running_loop().time()
             self._chunks.put_nowait(data)
         else:  # end of file: the other end of a pty closed
             self._failed("the port hung up")

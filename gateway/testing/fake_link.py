@@ -3,6 +3,7 @@ on cue, for the lost-port logic of gateway.device.reopen. The real thing is test
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from gateway.device.transport import LinkError
@@ -18,6 +19,10 @@ class ScriptedLink:
     fail_reads: int = 0
     answer: bytes = b"\x01"
     calls: list[str] = field(default_factory=list)
+    last_heard: float = 0.0
+    heard_on_read: bool = False  # stamp last_heard when a read returns, as the real links do
+    written_at: list[float] = field(default_factory=list)  # loop time of each write
+    read_at: list[float] = field(default_factory=list)  # loop time each successful read returned
     _open: bool = False
 
     @property
@@ -37,6 +42,7 @@ class ScriptedLink:
 
     async def write(self, data: bytes) -> None:
         self.calls.append("write")
+        self.written_at.append(asyncio.get_running_loop().time())
         if not self._open:
             await self.open()
         if self.fail_writes:
@@ -48,7 +54,11 @@ class ScriptedLink:
         if self.fail_reads:
             self.fail_reads -= 1
             raise LinkError(f"{self.description}: read failed ([Errno 5] Input/output error)")
+        now = asyncio.get_running_loop().time()
+        self.read_at.append(now)
+        if self.heard_on_read:
+            self.last_heard = now
         return self.answer
 
     def discard_input(self) -> None:
-        return
+        self.calls.append("discard")
