@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,4 +64,20 @@ def status(args: argparse.Namespace) -> int:
               f"{' (' + gap['reason'] + ')' if gap['reason'] else ''}")
     for alert in data["alerts"][:10]:  # type: ignore[index]
         print(f"alert {alert['kind']} {alert['gw']}: {alert['detail']}")
+    _print_market(data)
     return 0
+
+
+def _print_market(data: dict[str, Any]) -> None:
+    """The relay's rows by kind and state (and those not accepted), the market task's windows."""
+    relay, windows = data.get("relay"), data.get("windows")
+    if relay is not None:
+        counts = ", ".join(f"{c['kind']} {c['state']} {c['count']}" for c in relay["counts"])
+        print(f"relay: {counts or 'nothing received'}")
+        for r in relay["open"]:
+            print(f"relay {r['kind']} household {r['household']} window {r['win']}: {r['state']}"
+                  f"{' (' + r['error'] + ')' if r['error'] else ''}")
+    for w in windows or []:
+        print(f"window {w['win'] if w['win'] is not None else '-'} {w['start_s']}..{w['end_s']} "
+              f"{w['mode']}: {w['state']}{' ' + w['outcome'] if w['outcome'] else ''}"
+              f"{' (' + w['error'] + ')' if w['error'] else ''}")

@@ -3,7 +3,8 @@ by a task of the master worker's TaskGroup, with live updates by server-sent eve
 
     GET /              the page (gateway/master/web/index.html: plain JS, no build step)
     GET /api/fleet     gateways (online, last seen, backlog, records, gaps, forgeries), ingest rate
-    GET /api/windows   the newest DR windows with bids, awards, deliveries, outcomes (the chain)
+    GET /api/windows   the newest DR windows with bids, awards, deliveries, outcomes (the chain),
+                       and the master's own record of the windows it operates (market_windows)
     GET /api/ranking   the contract's reputation ranking of households and aggregators
     GET /api/events    text/event-stream: a `snapshot` event (all of the above) every push_s
 
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from gateway.clock import wall_ms
 from gateway.errors import ConfigError
 from gateway.master.dashboard_data import IngestRate, MarketView, fleet_rows, records_total
+from gateway.master.ledger import market_windows, tables
 
 if TYPE_CHECKING:
     from gateway.master.service import MasterParts
@@ -124,9 +126,19 @@ class Dashboard:
                 "ingest_per_s": round(self.rate.rate(), 1)}
 
     async def windows(self) -> dict[str, Any]:
+        """The windows on chain, each with the master's own row for it (`master`: state,
+        prices, outcome, error as the market task recorded them), and every row the market task
+        keeps (`operated`), including windows it planned that are not on chain (yet)."""
+        sql = self.parts.sql
+        operated = await self.parts.in_db(
+            lambda: market_windows(sql) if "market_windows" in tables(sql) else [])
         if self.market is None:
-            return {"chain": False, "windows": []}
-        return {"chain": True, "windows": await self._on_chain_thread(self.market.windows)}
+            return {"chain": False, "windows": [], "operated": operated}
+        on_chain = await self._on_chain_thread(self.market.windows)
+        by_win = {row["win"]: row for row in operated if row["win"] is not None}
+        for window in on_chain:
+            window["master"] = by_win.get(window["window"])
+        return {"chain": True, "windows": on_chain, "operated": operated}
 
     async def ranking(self) -> dict[str, Any]:
         if self.market is None:

@@ -8,6 +8,8 @@ sqlite.org/lang_transaction.html). For workers on several machines, use PostgreS
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.master.sql import Row, create, schema
+from gateway.master.sql import INSERT_MEASUREMENT, Row, create, schema
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -50,6 +52,15 @@ class SqliteSql:
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self._lock:
             return self._conn.executemany(sql, rows).rowcount
+
+    def insert_measurements(self, rows: Sequence[Row]) -> dict[str, int]:
+        """One executemany a gateway (each statement is a C call here, no round trip)."""
+        added: dict[str, int] = {}
+        with self._lock:
+            for gw, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+                n = self._conn.executemany(INSERT_MEASUREMENT, list(group)).rowcount
+                added[gw] = added.get(gw, 0) + n
+        return added
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

@@ -5,6 +5,10 @@ Idempotence is the primary key (gw, seq): a redelivery or a resend of a stored r
 a duplicate; the same seq with other content is a forgery, never an overwrite. What a single payload
 cannot show is judged here against the database, inside the write transaction: the stored record
 before a new one must hash to its prev, and the stored record after it must name its hash as prev.
+A run of payloads costs the same few statements whatever its gateways: one read of all their
+stored neighbours, one bulk insert (COPY on PostgreSQL), one insert each of quarantined rows and
+alerts, one upsert of the gateways' counts; rows go in (gw, seq) order, so two workers take row locks
+in the same order and never wait on each other in a circle.
 Each write lowers the gateway's gap-scan watermark to just below its lowest new record, so a batch
 that reaches one worker after a later batch reached another is still scanned for gaps before it.
 Two workers storing neighbours at the same moment cannot see each other; the gap book's audit
@@ -41,8 +45,11 @@ class StoreResult:
     alerts: list[Alert] = field(default_factory=list)
 
 
-_INSERT = ("INSERT INTO measurements (gw, seq, leaf, prev, time_ms, synced, device, wire, worker, "
-           "stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gw, seq) DO NOTHING")
+# The stored neighbours of many gateways' seq ranges in one query: VALUES rows (gw, lo, hi) are
+# named column1..column3 by both SQLite and PostgreSQL (a column alias list is PostgreSQL's only).
+_NEIGHBOURS = ("SELECT m.gw, m.seq, m.leaf, m.prev FROM measurements m JOIN (VALUES {rows}) AS r "
+               "ON m.gw = r.column1 AND m.seq BETWEEN r.column2 AND r.column3")
+_NEIGHBOUR_CHUNK = 1000  # gateways a query: 3 parameters each, far under both backends' limits
 _QUARANTINE = ("INSERT INTO quarantine (gw, seq, reason, raw, worker, time_ms) "
                "VALUES (?, ?, ?, ?, ?, ?)")
 _ALERT = "INSERT INTO alerts (gw, kind, detail, worker, time_ms) VALUES (?, ?, ?, ?, ?)"
@@ -71,90 +78,66 @@ class Ledger:
         self.worker = worker
 
     def store(self, checks: Sequence[BatchCheck], *, now_ms: int) -> StoreResult:
-        """Store a run of verified payloads in one transaction (one gateway's rows locked in gw
-        order, so two workers never wait on each other in a circle)."""
+        """Store a run of verified payloads in one transaction."""
         result = StoreResult()
-        by_gw: dict[str, list[BatchCheck]] = {}
+        runs: dict[str, _GatewayRun] = {}
         for check in checks:
-            by_gw.setdefault(check.gw, []).append(check)
+            runs.setdefault(check.gw, _GatewayRun()).add(check)
+        order = sorted(runs)
         with self.sql.transaction():
-            for gw in sorted(by_gw):
-                self._store_gateway(gw, by_gw[gw], now_ms, result)
+            stored = self._neighbours({gw: runs[gw].fresh for gw in order if runs[gw].fresh})
+            for gw in order:
+                runs[gw].against_stored(stored.get(gw, {}))
+            inserted = self.sql.insert_measurements([
+                (gw, a.seq, a.leaf, a.prev, a.time_ms, int(a.synced), a.device, a.wire,
+                 self.worker, now_ms) for gw in order for a in runs[gw].in_order()])
+            self._quarantine([(gw, r) for gw in order for r in runs[gw].rejected], now_ms, result)
+            self._count(runs, order, inserted, now_ms)
+        for gw in order:
+            result.inserted += inserted.get(gw, 0)
+            result.duplicates += runs[gw].duplicates_given(inserted.get(gw, 0))
         for alert in result.alerts:
             log.warning("alert %s %s: %s", alert.kind, alert.gw, alert.detail)
         return result
 
-    def _store_gateway(self, gw: str, checks: list[BatchCheck], now_ms: int,
-                       result: StoreResult) -> None:
-        fresh: dict[int, Accepted] = {}
-        rejected: list[Rejected] = [r for c in checks for r in c.rejected]
-        duplicates = 0
-        for record in sorted((a for c in checks for a in c.accepted), key=lambda a: a.seq):
-            same = fresh.get(record.seq)
-            if same is None:
-                fresh[record.seq] = record
-            elif same.leaf == record.leaf:
-                duplicates += 1
-            else:
-                rejected.append(Rejected(seq=record.seq, raw=record.wire,
-                                         reason=f"seq {record.seq} twice with other content"))
-        if fresh:
-            duplicates += self._against_stored(gw, fresh, rejected)
-        inserted = self.sql.many(_INSERT, [
-            (gw, a.seq, a.leaf, a.prev, a.time_ms, int(a.synced), a.device, a.wire, self.worker,
-             now_ms) for a in fresh.values()]) if fresh else 0
-        duplicates += len(fresh) - inserted  # stored by another worker since we looked
-        self._quarantine(gw, rejected, now_ms, result)
-        self._count(gw, fresh, inserted, duplicates, len(rejected), now_ms)
-        result.inserted += inserted
-        result.duplicates += duplicates
+    def _neighbours(self, fresh: dict[str, dict[int, Accepted]]
+                    ) -> dict[str, dict[int, tuple[bytes, bytes]]]:
+        """(leaf, prev) of the stored records from just before to just after each gateway's new
+        ones, by gateway and seq."""
+        out: dict[str, dict[int, tuple[bytes, bytes]]] = {}
+        ranges = [(gw, min(seqs) - 1, max(seqs) + 1) for gw, seqs in fresh.items()]
+        for i in range(0, len(ranges), _NEIGHBOUR_CHUNK):
+            chunk = ranges[i:i + _NEIGHBOUR_CHUNK]
+            rows, _ = self.sql.run(_NEIGHBOURS.format(rows=", ".join(["(?, ?, ?)"] * len(chunk))),
+                                   [v for r in chunk for v in r])
+            for gw, seq, leaf, prev in rows:
+                out.setdefault(gw, {})[int(seq)] = (bytes(leaf), bytes(prev))
+        return out
 
-    def _against_stored(self, gw: str, fresh: dict[int, Accepted], rejected: list[Rejected]) -> int:
-        """Drop from `fresh` the records already stored (duplicates, returned as a count) and those
-        that contradict the stored ones (moved to `rejected`)."""
-        lo, hi = min(fresh) - 1, max(fresh) + 1
-        rows, _ = self.sql.run("SELECT seq, leaf, prev FROM measurements WHERE gw = ? AND seq "
-                               "BETWEEN ? AND ?", [gw, lo, hi])
-        stored = {int(seq): (bytes(leaf), bytes(prev)) for seq, leaf, prev in rows}
-        duplicates = 0
-        for seq in list(fresh):
-            record, here = fresh[seq], stored.get(seq)
-            before, after = stored.get(seq - 1), stored.get(seq + 1)
-            problem = None
-            if here is not None and here[0] == record.leaf:
-                duplicates += 1
-            elif here is not None:
-                problem = f"seq {seq} is already stored with other content"
-            elif before is not None and before[0] != record.prev:
-                problem = f"prev hash of seq {seq} does not match the stored seq {seq - 1}"
-            elif after is not None and after[1] != record.leaf:
-                problem = f"the stored seq {seq + 1} does not chain to seq {seq}"
-            if here is not None or problem is not None:
-                del fresh[seq]
-            if problem is not None:
-                rejected.append(Rejected(seq=seq, reason=problem, raw=record.wire))
-        return duplicates
-
-    def _quarantine(self, gw: str, rejected: list[Rejected], now_ms: int,
+    def _quarantine(self, rejected: list[tuple[str, Rejected]], now_ms: int,
                     result: StoreResult) -> None:
         if not rejected:
             return
         self.sql.many(_QUARANTINE, [(gw, r.seq, r.reason, r.raw, self.worker, now_ms)
-                                    for r in rejected])
-        for r in rejected:
-            what = "payload" if r.seq is None else f"seq {r.seq}"
-            result.alerts.append(Alert(gw, "forgery", f"{what} quarantined: {r.reason}"))
-        self.add_alerts(result.alerts[-len(rejected):], now_ms=now_ms)
+                                    for gw, r in rejected])
+        alerts = [Alert(gw, "forgery", f"{'payload' if r.seq is None else f'seq {r.seq}'} "
+                                       f"quarantined: {r.reason}") for gw, r in rejected]
+        self.add_alerts(alerts, now_ms=now_ms)
+        result.alerts.extend(alerts)
         result.quarantined += len(rejected)
 
-    def _count(self, gw: str, fresh: dict[int, Accepted], inserted: int, duplicates: int,
-               forgeries: int, now_ms: int) -> None:
-        seqs = sorted(fresh)
-        unsynced = int(any(not a.synced for a in fresh.values()))
-        first = seqs[0] if seqs else None
-        self.sql.run(_COUNT, [gw, first, seqs[-1] if seqs else None,
-                              None if first is None else first - 1, inserted, duplicates,
-                              forgeries, now_ms if seqs else None, unsynced])
+    def _count(self, runs: dict[str, _GatewayRun], order: list[str], inserted: dict[str, int],
+               now_ms: int) -> None:
+        rows = []
+        for gw in order:
+            run = runs[gw]
+            seqs = sorted(run.fresh)
+            first = seqs[0] if seqs else None
+            rows.append((gw, first, seqs[-1] if seqs else None, None if first is None else first - 1,
+                         inserted.get(gw, 0), run.duplicates_given(inserted.get(gw, 0)),
+                         len(run.rejected), now_ms if seqs else None,
+                         int(any(not a.synced for a in run.fresh.values()))))
+        self.sql.many(_COUNT, rows)
 
     def add_alerts(self, alerts: Sequence[Alert], *, now_ms: int) -> None:
         if alerts:
@@ -206,9 +189,63 @@ class Ledger:
                      "last_health_ms = excluded.last_health_ms", [gw, body, now_ms])
 
 
+class _GatewayRun:
+    """One gateway's part of a run: its new records by seq, the rejected, the duplicates."""
+
+    __slots__ = ("duplicates", "fresh", "rejected")
+
+    def __init__(self) -> None:
+        self.fresh: dict[int, Accepted] = {}
+        self.rejected: list[Rejected] = []
+        self.duplicates = 0
+
+    def add(self, check: BatchCheck) -> None:
+        """A payload's verdict: a seq twice in the run is a duplicate, or a forgery with other
+        content."""
+        self.rejected.extend(check.rejected)
+        for record in check.accepted:
+            same = self.fresh.get(record.seq)
+            if same is None:
+                self.fresh[record.seq] = record
+            elif same.leaf == record.leaf:
+                self.duplicates += 1
+            else:
+                self.rejected.append(Rejected(seq=record.seq, raw=record.wire,
+                                              reason=f"seq {record.seq} twice with other content"))
+
+    def in_order(self) -> list[Accepted]:
+        return [self.fresh[seq] for seq in sorted(self.fresh)]
+
+    def duplicates_given(self, inserted: int) -> int:
+        """Duplicates, counting the new records the insert skipped (another worker stored them
+        since we looked)."""
+        return self.duplicates + len(self.fresh) - inserted
+
+    def against_stored(self, stored: dict[int, tuple[bytes, bytes]]) -> None:
+        """Drop from `fresh` the records already stored (duplicates) and those that contradict
+        the stored ones (moved to `rejected`); `stored` is (leaf, prev) by seq."""
+        for seq in sorted(self.fresh):
+            record, here = self.fresh[seq], stored.get(seq)
+            before, after = stored.get(seq - 1), stored.get(seq + 1)
+            problem = None
+            if here is not None and here[0] == record.leaf:
+                self.duplicates += 1
+            elif here is not None:
+                problem = f"seq {seq} is already stored with other content"
+            elif before is not None and before[0] != record.prev:
+                problem = f"prev hash of seq {seq} does not match the stored seq {seq - 1}"
+            elif after is not None and after[1] != record.leaf:
+                problem = f"the stored seq {seq + 1} does not chain to seq {seq}"
+            if here is not None or problem is not None:
+                del self.fresh[seq]
+            if problem is not None:
+                self.rejected.append(Rejected(seq=seq, reason=problem, raw=record.wire))
+
+
 def summary(sql: Sql) -> dict[str, object]:
     """The fleet as the database sees it (`drgw master status`): one row per gateway, open and
-    lost gaps, the latest alerts."""
+    lost gaps, the latest alerts; with [chain], the relay's rows by kind and state (and those not
+    accepted) and the DR windows the market task operates (None: no such table, no [chain])."""
     cols = ("gw", "online", "reason", "version", "config_hash", "clock_synced", "backlog_rows",
             "first_seq", "max_seq", "records", "duplicates", "forgeries", "last_status_ms",
             "last_record_ms")
@@ -217,10 +254,43 @@ def summary(sql: Sql) -> dict[str, object]:
                       "ORDER BY gw, seq_from")
     alerts, _ = sql.run("SELECT gw, kind, detail, worker, time_ms FROM alerts ORDER BY id DESC "
                         "LIMIT 50")
+    names = tables(sql)
     return {
+        "relay": _relay(sql) if "relay" in names else None,
+        "windows": market_windows(sql) if "market_windows" in names else None,
         "gateways": [dict(zip(cols, r, strict=True)) for r in rows],
         "gaps": [dict(zip(("gw", "seq_from", "seq_to", "state", "attempts", "reason"), g,
                           strict=True)) for g in gaps],
         "alerts": [dict(zip(("gw", "kind", "detail", "worker", "time_ms"), a, strict=True))
                    for a in alerts],
     }
+
+
+def tables(sql: Sql) -> set[str]:
+    """The tables of the master's database (the relay's and the market's exist with [chain])."""
+    query = ("SELECT name FROM sqlite_master WHERE type = 'table'" if sql.name.startswith("sqlite")
+             else "SELECT table_name FROM information_schema.tables "
+                  "WHERE table_schema = current_schema()")
+    rows, _ = sql.run(query)
+    return {str(r[0]) for r in rows}
+
+
+def _relay(sql: Sql) -> dict[str, object]:
+    """Relayed Reports and commitments: counts by (kind, state), and the rows still waiting or
+    refused with their error."""
+    counts, _ = sql.run("SELECT kind, state, COUNT(*) FROM relay GROUP BY kind, state "
+                        "ORDER BY kind, state")
+    cols = ("household", "win", "kind", "gw", "state", "tx", "error", "updated_ms")
+    open_rows, _ = sql.run(f"SELECT {', '.join(cols)} FROM relay WHERE state <> 'accepted' "
+                           "ORDER BY updated_ms DESC LIMIT 20")
+    return {"counts": [{"kind": k, "state": st, "count": int(n)} for k, st, n in counts],
+            "open": [dict(zip(cols, r, strict=True)) for r in open_rows]}
+
+
+def market_windows(sql: Sql) -> list[dict[str, object]]:
+    """The newest DR windows of the market task (gateway/master/market_ops.py), newest first."""
+    cols = ("slot_start", "win", "state", "start_s", "end_s", "retail_micro", "realtime_micro",
+            "mode", "outcome", "error")
+    rows, _ = sql.run(f"SELECT {', '.join(cols)} FROM market_windows ORDER BY slot_start DESC "
+                      "LIMIT 20")
+    return [dict(zip(cols, r, strict=True)) for r in rows]

@@ -8,6 +8,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -35,3 +36,42 @@ async def connect(url: str, *, ca: Path | None = None, cert: Path | None = None,
     finally:
         with contextlib.suppress(aiomqtt.MqttError, OSError):
             await client.__aexit__(None, None, None)
+
+
+# ---- flow control of a worker's session ----
+#
+# paho acknowledges a QoS 1 PUBLISH as soon as it has read it, and aiomqtt then drops a message
+# its incoming queue has no room for ("Message queue is full. Discarding message."): a worker
+# behind a backlog would lose records the broker counts as delivered (bench/fleet.py with
+# 20,000 one-record payloads lost 3,333). Instead the worker acknowledges a message only once it
+# has taken it (in its bounded ingest queue, or written it), and tells the broker in CONNECT how
+# many unacknowledged QoS 1 messages it may have at once (MQTT 5 §3.1.2.11.3, Receive Maximum;
+# the broker must not send more, §4.9): the backlog then waits in the broker, bounded by its
+# max_queued_messages, and a gap beyond that is repaired by resend as any other.
+RECEIVE_MAXIMUM = 1000
+
+
+def connect_properties() -> Any:
+    """CONNECT properties of a worker: Receive Maximum (MQTT 5 §3.1.2.11.3)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    return properties
+
+
+def acknowledge_when_taken(client: aiomqtt.Client) -> None:
+    """Switch the session to acknowledgements sent by `acknowledge`. aiomqtt 2.5 has no option for
+    it, so this reaches its paho client (paho 2.x `manual_ack_set`, a public paho method)."""
+    paho = getattr(client, "_client", None)
+    if paho is None or not hasattr(paho, "manual_ack_set"):
+        raise RuntimeError("this aiomqtt/paho cannot acknowledge messages after they are taken; "
+                           "install the versions setup.cfg names")
+    paho.manual_ack_set(True)
+
+
+def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """PUBACK a QoS 1 message the worker has taken (nothing to send for QoS 0)."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiomqtt
 
@@ -34,11 +34,13 @@ from gateway.clock import wall_ms
 from gateway.errors import DrgwError
 from gateway.master.fleet_state import parse_status
 from gateway.master.gaps import GapBook
+from gateway.master.ingest import Verifier, default_threads
 from gateway.master.ledger import Ledger
+from gateway.master.mqtt import acknowledge, acknowledge_when_taken, connect_properties
 from gateway.master.repair import on_reply, run_repair
 from gateway.master.settings import MasterSettings
 from gateway.master.sql import Sql
-from gateway.master.verify import BatchCheck, check_batch
+from gateway.master.verify import BatchCheck
 from gateway.measurement.eip712 import Domain
 from gateway.measurement.identity import GatewayKey
 from gateway.measurement.record import measurement_domain
@@ -90,6 +92,7 @@ class MasterParts:
     domain: Domain
     operator: GatewayKey | None
     db: ThreadPoolExecutor
+    verifier: Verifier
     counters: Counters = field(default_factory=Counters)
     client: aiomqtt.Client | None = None
     chain: MasterChain | None = None  # [chain]: the Report relay and market operation
@@ -104,6 +107,7 @@ class MasterParts:
             await self.in_db(self.sql.close)
         finally:
             self.db.shutdown(wait=True)
+            self.verifier.close()
 
 
 def build(settings: MasterSettings, *, worker: str | None = None, w3: Web3 | None = None,
@@ -136,15 +140,18 @@ def build(settings: MasterSettings, *, worker: str | None = None, w3: Web3 | Non
     return MasterParts(settings=settings, worker=name, sql=sql, ledger=ledger,
                        gaps=GapBook(ledger, settings.repair), domain=domain, operator=operator,
                        db=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drgw-master-db"),
+                       verifier=Verifier(domain, roster=settings.gateways,
+                                         threads=settings.verify_threads or default_threads()),
                        chain=chain)
 
 
 class MasterService:
     """One worker: `run()` until `stop()` (or SIGTERM), then close the database."""
 
-    def __init__(self, parts: MasterParts, *, watchdog: Watchdog | None = None) -> None:
+    def __init__(self, parts: MasterParts, *, watchdog: Watchdog | None = None,
+                 queue_max: int = QUEUE_MAX) -> None:
         self.parts = parts
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(QUEUE_MAX)
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(queue_max)
         self.stopped = asyncio.Event()
         self.subscribed = asyncio.Event()
         self.watchdog = watchdog or Watchdog.from_environment(health=self.health,
@@ -258,11 +265,14 @@ class MasterService:
         s = LinkSettings.from_url(b.url, client_id=f"drgw-master-{self.parts.worker}"[:64],
                                   ca=b.ca, cert=b.cert, key=b.key, username=b.username,
                                   password=password)
-        return aiomqtt.Client(
+        # flow control: gateway/master/mqtt.py (unbounded here, bounded by Receive Maximum)
+        client = aiomqtt.Client(
             s.broker.host, s.broker.port, identifier=s.client_id, username=s.username,
             password=s.password, protocol=aiomqtt.ProtocolVersion.V5, clean_start=True,
             tls_context=s.tls.context() if s.broker.tls else None, timeout=s.timeout_s,
-            keepalive=30, max_queued_incoming_messages=QUEUE_MAX)
+            keepalive=30, max_queued_incoming_messages=0, properties=connect_properties())
+        acknowledge_when_taken(client)
+        return client
 
     async def _session(self, client: aiomqtt.Client) -> None:
         group = self.parts.settings.broker.share_group
@@ -279,6 +289,7 @@ class MasterService:
                     self._broker_shown(), group)
         async for message in client.messages:
             await self._route(str(message.topic), _payload(message))
+            acknowledge(client, message)  # taken: queued for ingest (bounded) or written
 
     async def _route(self, name: str, payload: bytes) -> None:
         parsed = topics.parse(name)
@@ -328,28 +339,37 @@ class MasterService:
     # ---- ingest ----
 
     async def _ingest(self) -> None:
-        while True:
-            run = [await self.queue.get()]
-            while len(run) < INGEST_RUN and not self.queue.empty():
-                run.append(self.queue.get_nowait())
-            try:
-                await self._store(run)
-            finally:
-                for _ in run:
-                    self.queue.task_done()
-                self.parts.counters.queued = self.queue.qsize()
+        """Verify a run while the run before is being stored (gateway/master/ingest.py); a run's
+        payloads count as done (queue.join, the drain) once it is stored."""
+        storing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                run = [await self.queue.get()]
+                while len(run) < INGEST_RUN and not self.queue.empty():
+                    run.append(self.queue.get_nowait())
+                try:
+                    checks = await self.parts.verifier.check(run)
+                finally:
+                    if storing is not None:  # one run stored at a time, in order
+                        await asyncio.shield(storing)
+                storing = asyncio.create_task(self._store(run, checks), name="ingest-store")
+        finally:
+            if storing is not None:  # cancelled: the run being stored is stored first
+                await asyncio.shield(storing)
 
-    async def _store(self, run: list[tuple[str, bytes]]) -> None:
+    async def _store(self, run: list[tuple[str, bytes]], checks: list[BatchCheck]) -> None:
+        try:
+            await self._store_checks(len(run), checks)
+        finally:
+            for _ in run:
+                self.queue.task_done()
+            self.parts.counters.queued = self.queue.qsize()
+
+    async def _store_checks(self, payloads: int, checks: list[BatchCheck]) -> None:
         parts = self.parts
-        roster, domain = parts.settings.gateways, parts.domain
-
-        def work() -> Any:
-            checks: list[BatchCheck] = [check_batch(gw, p, domain, roster=roster) for gw, p in run]
-            return parts.ledger.store(checks, now_ms=wall_ms())
-
-        result = await self._db(work)
+        result = await self._db(lambda: parts.ledger.store(checks, now_ms=wall_ms()))
         c = parts.counters
-        c.payloads += len(run)
+        c.payloads += payloads
         if result is not None:
             c.stored += result.inserted
             c.duplicates += result.duplicates

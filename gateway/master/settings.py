@@ -6,7 +6,7 @@ start-up naming the file, the key and the fix (docs/master.md has every key).
     [operator]  key = FILE (signs the resend commands; the gateways' [operators] allow it)
     [fleet]     gateways = [addresses] (empty: any gateway), chain_id
     [repair]    grace_s, first_retry_s, max_retry_s, lease_s, scan_s
-    [service]   worker (this process's name in the database; default host-pid)
+    [service]   worker (this process's name in the database; default host-pid), verify_threads
     [metrics]   prometheus = "127.0.0.1:9561"
     [chain]     rpc, market, key, poa, outbox, relay_s, batch_max (Report relay; chain_settings.py)
     [market]    price_feed, retail, threshold, omega, mode, pricing, slot_s, lead_s, horizon_s, …
@@ -72,6 +72,7 @@ class MasterSettings:
     chain: ChainSettings | None = None
     market: MarketOps | None = None
     dashboard: DashboardSettings | None = None  # [dashboard]: the operator page, off when None
+    verify_threads: int | None = None  # [service]: signature recovery threads (None: one a core)
 
 
 def load(path: str | Path) -> MasterSettings:
@@ -107,6 +108,8 @@ def parse(data: dict[str, object], *, path: Path) -> MasterSettings:
     metrics.reject_unknown()
     service = top.sub("service")
     worker = service.optional_str("worker")
+    verify_threads = service.optional_int("verify_threads", minimum=1, maximum=64,
+                                          unit="threads")
     service.reject_unknown()
     gateways, chain_id = _fleet(top.sub("fleet"))
     chain = parse_chain(top.sub("chain"), base=path.parent)
@@ -120,7 +123,8 @@ def parse(data: dict[str, object], *, path: Path) -> MasterSettings:
         sqlite=None if sqlite is None else _relative(path, sqlite), database_url=url,
         operator_key=None if key is None else _relative(path, key), gateways=gateways,
         chain_id=chain_id, repair=_repair(top.sub("repair")), worker=worker, prometheus=prometheus,
-        dashboard=parse_dashboard(top.sub("dashboard"), config=path))
+        dashboard=parse_dashboard(top.sub("dashboard"), config=path),
+        verify_threads=verify_threads)
 
 
 def _relative(config: Path, value: str) -> Path:

@@ -171,7 +171,7 @@ def test_fleet_api_and_stream_match_the_database(tmp_path: Path, mqtt_broker: Br
     assert seen["first"]["fleet"]["totals"]["records"] <= 60
     assert seen["later"]["fleet"]["totals"]["records"] == 65
     assert seen["later"]["fleet"]["ingest_per_s"] > 0  # 5 records arrived within the minute
-    assert seen["first"]["windows"] == {"chain": False, "windows": []}  # no [chain] here
+    assert seen["first"]["windows"] == {"chain": False, "windows": [], "operated": []}  # no [chain]
 
 
 def _operator(tmp_path: Path) -> str:
@@ -245,6 +245,17 @@ def test_windows_and_ranking_from_the_chain(tmp_path: Path, mqtt_broker: Broker)
     settings = load(config)
     assert settings.dashboard is not None
     parts = build(settings, worker="w1")
+    # the master's own record, as its market task keeps it: the window it announced, and a
+    # later one it has planned but not announced yet (no window id)
+    from gateway.master.market_ops import create_tables
+
+    create_tables(parts.sql)
+    parts.sql.many("INSERT INTO market_windows (slot_start, win, state, start_s, end_s, "
+                   "retail_micro, realtime_micro, mode, outcome, error, updated_ms) VALUES "
+                   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(1000, window, "cleared", 1000, end, 300_000, 900_000, "reduce", None, None, 1),
+                    (9000, None, "planned", 9000, 9900, 300_000, 50_000, "increase", None,
+                     "node unreachable", 2)])
 
     async def main() -> tuple[Any, Any]:
         task = asyncio.create_task(serve_dashboard(parts, settings.dashboard,
@@ -270,6 +281,9 @@ def test_windows_and_ranking_from_the_chain(tmp_path: Path, mqtt_broker: Broker)
     # undersubscribed: both awarded in full (test_chain_market's same bids), uniform price = the
     # dearest accepted bid's 50,000 mtok
     assert w["clearing_price_mtok"] == 50_000 and w["target_w"] == 5000
+    assert (w["master"]["state"], w["master"]["realtime_micro"]) == ("cleared", 900_000)
+    assert [(o["win"], o["state"], o["error"]) for o in windows["operated"]] == [
+        (None, "planned", "node unreachable"), (window, "cleared", None)]  # newest slot first
     bids = {b["id"]: b for b in w["bids"]}
     assert [(bids[b]["household"], bids[b]["power_w"], bids[b]["award_w"]) for b in (b1, b2)] == [
         (h1.address, -2000, 2000), (h2.address, -3000, 3000)]

@@ -75,6 +75,11 @@ class Interleaved:
         self._tick()
         return out
 
+    def insert_measurements(self, rows: Sequence[Row]) -> dict[str, int]:
+        out = self.sql.insert_measurements(rows)
+        self._tick()
+        return out
+
     def transaction(self) -> AbstractContextManager[None]:
         return self.sql.transaction()
 

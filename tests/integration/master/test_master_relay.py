@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -196,6 +198,12 @@ async def _relay_scenario(tmp_path: Path, mqtt_broker: Broker, master_config: Ma
         assert await market.call(chain_facts) == ([True, True, False], 2, 1, [0, 0])
         relayer_nonce = await market.call(lambda: _nonce(market, market.relayer))
         assert relayer_nonce == 3  # two commitments and one submitReports, nothing else
+        # drgw master status shows the relay as the chain has it: 2 Reports accepted (the
+        # ReportAccepted logs above), 1 rejected with its reason, 2 commitments sent and accepted
+        shown = await asyncio.to_thread(_status_text, config)
+        assert "report accepted 2" in shown and "report rejected 1" in shown, shown
+        assert "baseline accepted 2" in shown, shown
+        assert f"relay report household {z.lower()} window {window}: rejected (" in shown.lower()
 
     # 4. restart: a crash between sending and recording leaves X's row pending; the gateways
     #    publish again. The new master finds them on chain and sends nothing.
@@ -235,6 +243,13 @@ def _sql(config: Path, statement: str) -> None:
         lite.commit()
     finally:
         lite.close()
+
+
+def _status_text(config: Path) -> str:
+    """`drgw master status CONFIG` as an operator runs it."""
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "master", "status", str(config)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
 
 
 def _nonce(market: Market, address: str) -> int:
