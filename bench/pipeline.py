@@ -16,12 +16,17 @@
              Goals: >= 5,000/s and >= 0.5 of ceiling (a).
 2. drain     a 100,000-record backlog is committed first (as after an outage), then the publisher
              connects: the rate at which the outbox empties (replay caps off). Goal >= 5,000/s.
-3. agent     `drgw run` polling 10 simulated meters (separate process) at 1 Hz, every poll class,
-             for --agent-seconds: steady RSS and CPU share from /proc after a warm-up.
-             Goals: RSS <= 45 MB (no chain client is loaded), <= 2 % of one core.
+3. agent     `drgw run` polling 10 simulated SDM630 meters (separate process) over TCP at 1 Hz, every
+             poll class, --agent-runs fresh agents of --agent-seconds each after a warm-up
+             (bench/agent_cost.py, which runs alone too): CPU-s per 1,000 readings (from /proc/<pid>/stat
+             and the readings in the records stored meanwhile), fsyncs/s (the store's durable_commits
+             counter, and every fsync/fdatasync traced by strace when it is installed), bytes written
+             per day (/proc/<pid>/io write_bytes beside the store's bytes_committed), RSS; medians, each
+             run with the 1-min load average. Goals: <= 0.033 CPU-s per 1,000 readings, <= 1 fsync/s,
+             RSS <= 45 MB (no chain client is loaded).
 
     .venv/bin/python bench/pipeline.py [--records 20000] [--rounds 5] [--backlog 100000] [--agent-seconds 60]
-                                       [--agent-entry cli|direct]
+                                       [--agent-runs 3] [--agent-entry cli|direct]
 
 --agent-entry direct starts the agent without `gateway.cli` (which imports every command module to
 build its parser): the difference between the two is what the CLI's eager imports cost the agent.
@@ -32,11 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +62,9 @@ from gateway.perception.codec import encode_point  # noqa: E402
 from gateway.perception.decoders import decode_read  # noqa: E402
 from gateway.perception.planner import PlannedRead  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import agent_cost  # noqa: E402
 
 BATCH = 50  # records per published batch, the agent's default
 
@@ -204,71 +210,6 @@ async def drain(broker: Broker, tmp: Path, backlog: int) -> dict[str, float]:
             "records_per_s": backlog / elapsed}
 
 
-# `drgw run` without gateway.cli: the run command's own parser, nothing else imported up front.
-DIRECT_RUN = ("import argparse, sys\n"
-              "from gateway.commands import run\n"
-              "parser = argparse.ArgumentParser()\n"
-              "run.register(parser.add_subparsers())\n"
-              "args = parser.parse_args(sys.argv[1:])\n"
-              "sys.exit(args.func(args))\n")
-
-
-def agent(broker: Broker, tmp: Path, seconds: float, meters: int = 10,
-          entry: str = "cli") -> dict[str, float]:
-    home = tmp / "home.toml"
-    home.write_text("".join(
-        f'[[device]]\nname = "m{i}"\nprofile = "eastron_sdm630"\ntransport = "tcp"\n'
-        f'address = "127.0.0.1:0"\nunit = 1\n[device.load]\nkind = "constant"\n'
-        f"power_w = {500 + 100 * i}\n\n" for i in range(meters)))
-    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", str(home), "--json"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert sim.stdout is not None
-        devices = json.loads(sim.stdout.readline())["devices"]
-        subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "new", "--out",
-                        str(tmp / "gw.key")], check=True, capture_output=True)
-        text = (f'[gateway]\nkey = "gw.key"\nlog_level = "WARNING"\n[mqtt]\nbroker = "{broker.url}"\n'
-                "[poll]\nfast = 1.0\nnormal = 1.0\nslow = 1.0\n")
-        for i, d in enumerate(devices):
-            text += (f'[[bus]]\nname = "b{i}"\ntcp = "{d["address"]}"\n[[device]]\nname = "{d["name"]}"\n'
-                     f'profile = "eastron_sdm630"\nbus = "b{i}"\nunit = 1\n')
-        (tmp / "drgw.toml").write_text(text)
-        start = ["-m", "gateway.cli"] if entry == "cli" else ["-c", DIRECT_RUN]
-        proc = subprocess.Popen([sys.executable, *start, "run", str(tmp / "drgw.toml")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(10)  # warm-up: imports, first cycles, broker session
-            tick = os.sysconf("SC_CLK_TCK")
-
-            def cpu() -> float:
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / tick
-
-            def rss_mb() -> float:
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-                return 0.0
-
-            cpu0, t0, peak = cpu(), time.monotonic(), rss_mb()
-            while time.monotonic() - t0 < seconds:
-                time.sleep(1)
-                peak = max(peak, rss_mb())
-            used, wall, steady = cpu() - cpu0, time.monotonic() - t0, rss_mb()
-            mods = Path(f"/proc/{proc.pid}/maps").read_text()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-        with Store(tmp / "drgw.db") as store:
-            _, last = store.seq_bounds()
-        return {"meters": meters, "seconds": wall, "cpu_pct": 100 * used / wall,
-                "rss_mb": steady, "rss_peak_mb": peak, "records": last,
-                "chain_client_loaded": float("eth_tester" in mods or "web3" in mods)}
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
-
-
 def report_pipeline(broker: Broker, tmp: Path, records: int, rounds: int) -> None:
     """Pipeline and ceiling (a) measured in turn, `rounds` times: on a shared machine the load
     changes by the second, so each ratio is taken from a pipeline run and the ceiling run right
@@ -307,6 +248,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="pipeline/ceiling pairs (median)")
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--agent-seconds", type=float, default=60.0)
+    parser.add_argument("--agent-runs", type=int, default=3, help="fresh agents measured (median)")
     parser.add_argument("--agent-entry", choices=["cli", "direct"], default="cli")
     parser.add_argument("--skip", action="append", default=[], choices=["pipeline", "drain", "agent"])
     args = parser.parse_args()
@@ -322,13 +264,11 @@ def main() -> int:
                 print(f"drain: {d['backlog']:.0f} records in {d['rows']:.0f} batches "
                       f"({d['bytes'] / 1e6:.1f} MB) drained in {d['seconds']:.2f} s = "
                       f"{d['records_per_s']:,.0f} records/s (goal 5,000)")
-            if "agent" not in args.skip:
-                a = agent(broker, tmp, args.agent_seconds, entry=args.agent_entry)
-                print(f"agent ({args.agent_entry} entry): drgw run, {a['meters']:.0f} meters at 1 Hz "
-                      f"for {a['seconds']:.0f} s: "
-                      f"CPU {a['cpu_pct']:.2f} % of a core (goal 2 %), RSS {a['rss_mb']:.1f} MB "
-                      f"(peak {a['rss_peak_mb']:.1f}; goal 45), {a['records']:.0f} records, "
-                      f"chain client loaded: {'yes' if a['chain_client_loaded'] else 'no'}")
+        if "agent" not in args.skip:  # on a disk, not a tmpfs: fsyncs and write_bytes must be real
+            with tempfile.TemporaryDirectory(dir=os.environ.get("DRGW_BENCH_DIR", "/var/tmp")) as where, \
+                    Broker(Path(where) / "mosquitto") as broker:
+                agent_cost.report(broker, Path(where), runs=args.agent_runs, seconds=args.agent_seconds,
+                                  entry=args.agent_entry)
     return 0
 
 

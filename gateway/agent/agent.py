@@ -55,14 +55,20 @@ class Agent:
             # Started in this order, stopped in the reverse one (see _stopping for the sequence).
             life.on_stop(self._close)
             life.start("mqtt", p.link.run(p.workers), stop=self._stop_link)
+            if p.sparkplug is not None:  # its own session; a clean stop publishes NDEATH
+                life.start("sparkplug", p.sparkplug.run(), stop=p.sparkplug.stop)
             life.on_stop(self._commit_the_rest)
             if p.metrics is not None:
                 life.start("metrics", p.metrics())
+            if p.web is not None:
+                life.start("web", p.web.serve())
             life.start("measure", p.pipeline.run())
             life.start("housekeeping", p.housekeeping.run())
             life.start("devices", p.layer.run())
             if p.dr is not None:
                 life.start("dr", p.dr.run())
+            if p.ven is not None:
+                life.start("openadr", p.ven.run())
             if p.bidder is not None:
                 life.start("bidder", p.bidder.run())
             life.start("watchdog", p.watchdog.run())  # last: READY=1 once the rest has started

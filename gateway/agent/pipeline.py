@@ -10,6 +10,17 @@ its OLDEST sample (counted as `samples_dropped`) to take a new one. The newest r
 the DR loop and the aggregator need when the store works again, and a dropped sample was never
 signed: no seq is consumed, the chain has a gap in time, never in seq.
 
+Group commit: samples are committed at most once per `commit_interval_s`, all devices' samples of a
+poll cycle in ONE transaction and so one fsync (docs/storage.md has the arithmetic). The interval is
+the fastest poll interval, and never more than 1 s (`commit_timing`; 0 with [dr], whose closed loop
+still needs every sample committed as it arrives): one commit per poll cycle, so at most one fsync a
+second at 1 Hz whatever the number of meters. After the first sample of a batch
+arrives the pipeline waits for the other devices of the same cycle: until every device of the
+previous commit has a sample in the batch (at most `gather_s`), and at least until `commit_interval_s`
+after the previous commit, then commits everything queued. Nothing is published, nor seen by the DR
+loop, before its commit: in steady state that costs the spread of the devices' replies in a cycle
+(milliseconds over TCP); a device that stops answering costs `gather_s` once.
+
 Housekeeping closes a Merkle interval over the records committed since the previous one every
 `merkle_interval_s` of monotonic time, applies the outbox caps, and judges a config that is on
 trial (gateway.agent.trial).
@@ -18,7 +29,9 @@ trial (gateway.agent.trial).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -33,12 +46,15 @@ from gateway.measurement.record import MeasurementChain
 from gateway.measurement.store.database import Store
 from gateway.measurement.store.errors import StoreError
 from gateway.network.publisher import EventPublisher
+from gateway.network.views import CommittedView
 from gateway.ops.sdnotify import PipelineProgress
 from gateway.perception.readings import Quality, Sample
 
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 500  # samples committed in one transaction
+COMMIT_INTERVAL_S = 1.0  # the longest time between two commits (one fsync each): the module docstring
+GATHER_S = 0.2  # the longest wait, after a batch's first sample, for the other devices of its cycle
 SAMPLE_QUEUE_MAX = 2048  # samples waiting for the store: ~5 MB at 20 readings a sample
 CLOCK_CHECK_S = 60.0  # how often the clock's NTP state is asked again
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 10.0  # pauses between commits the store refused (doubling)
@@ -46,6 +62,19 @@ STILL_FAILING_LOG_S = 300.0  # while the store refuses commits, one log line thi
 HOUSEKEEPING_RETRY_S = 60.0  # a Merkle close or expiry the store refused is tried again after
 CATCH_UP_ROOTS = 10  # roots of up to 100 000 records each closed in one housekeeping step at most
 TRIAL_DEADLINE_S = 120.0
+
+
+def commit_timing(config: GatewayConfig) -> tuple[float, float]:
+    """(commit_interval_s, gather_s) for the configured devices: the fastest poll interval, at most
+    COMMIT_INTERVAL_S, and a gather window of a quarter of it, at most GATHER_S. With [dr], (0, 0):
+    every sample is committed as it arrives, as before group commit, because the closed loop sees
+    only committed samples and its timing assumes that (actions run between two samples of the main
+    meter; the Report is built at the window's end from what is stored): docs/storage.md."""
+    if config.dr is not None:
+        return 0.0, 0.0
+    interval = min([COMMIT_INTERVAL_S, *(d.intervals[p.poll] for d in config.devices.devices
+                                          for p in d.profile.points)])
+    return interval, min(GATHER_S, interval / 4)
 
 
 class SampleQueue(asyncio.Queue[Sample]):
@@ -57,12 +86,14 @@ class SampleQueue(asyncio.Queue[Sample]):
             raise ValueError("SampleQueue: maxsize must be at least 1")
         super().__init__(maxsize)
         self.dropped = 0
+        self.arrived = asyncio.Event()  # set by every put (the pipeline's gather waits on it)
 
     def put_nowait(self, item: Sample) -> None:
         if self.full():
             self.get_nowait()
             self.dropped += 1
         super().put_nowait(item)
+        self.arrived.set()
 
 
 class SampleObserver(Protocol):
@@ -74,8 +105,11 @@ class SampleObserver(Protocol):
 class MeasurementPipeline:
     def __init__(self, *, key: GatewayKey, domain: Domain, topic: str, store: Store,
                  samples: SampleQueue, wake: asyncio.Event, progress: PipelineProgress,
-                 observer: SampleObserver | None, states: EventPublisher | None) -> None:
+                 observer: SampleObserver | None, states: EventPublisher | None,
+                 views: CommittedView | None = None, commit_interval_s: float = COMMIT_INTERVAL_S,
+                 gather_s: float = GATHER_S) -> None:
         self.key, self.domain, self.topic, self.store = key, domain, topic, store
+        self.views = views  # the plain and Sparkplug streams: fed what the store just committed
         self.samples, self.wake, self.progress = samples, wake, progress
         self.observer = observer
         self.states = states  # Home Assistant state topics, when discovery is on
@@ -88,6 +122,9 @@ class MeasurementPipeline:
         self.clock_synced = clock_synchronised()
         self._synced_checked = time.monotonic()
         self.ok_devices: set[str] = set()  # devices that answered at least once
+        self.commit_interval_s, self.gather_s = commit_interval_s, gather_s
+        self._committed_at = -math.inf  # loop time of the last commit
+        self._expected: set[str] | None = None  # the devices of the last commit (None: no commit yet)
 
     def _clock_state(self) -> bool:
         now = time.monotonic()
@@ -109,6 +146,8 @@ class MeasurementPipeline:
             raise
         self.progress.committed(time.monotonic())
         self.wake.set()
+        if self.views is not None:  # after the commit, the very records committed (never raises)
+            self.views.committed([sm.measurement for sm in signed])
         self._committed(samples)
 
     def _committed(self, samples: Sequence[Sample]) -> None:
@@ -121,18 +160,42 @@ class MeasurementPipeline:
             if self.states is not None:
                 values = {r.name: float(r.value) for r in s.readings
                           if r.quality is Quality.OK and isinstance(r.value, int | float)}
-                self.states.publish_state(s.device, values)
+                self.states.publish_state(s.device, values, time_ms=int(s.time * 1000))
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._holding = [await self.samples.get()]
-            while not self.samples.empty() and len(self._holding) < BATCH_MAX:
-                self._holding.append(self.samples.get_nowait())
+            await self._gather(loop)
             pause = RETRY_FIRST_S
             while not self._try_commit():
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, RETRY_MAX_S)
+            self._committed_at = loop.time()
+            if self._holding:  # empty when committed_leaves took the batch meanwhile
+                self._expected = {s.device for s in self._holding}
             self._holding = []
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Add the rest of the poll cycle to the batch held: until every device of the previous
+        commit is in it (or `gather_s` passed), and at least `commit_interval_s` after that commit.
+        A complete cycle is committed at once, so the delay is the spread of the devices' replies."""
+        deadline = loop.time() + self.gather_s
+        while len(self._holding) < BATCH_MAX:
+            self.samples.arrived.clear()  # before taking: a sample put after it sets it again
+            while not self.samples.empty() and len(self._holding) < BATCH_MAX:
+                self._holding.append(self.samples.get_nowait())
+            expected = self._expected
+            if expected is not None and expected <= {s.device for s in self._holding}:
+                break
+            if loop.time() >= deadline:
+                break
+            with contextlib.suppress(TimeoutError):  # an Event, not get(): no sample in flight is lost
+                await asyncio.wait_for(self.samples.arrived.wait(), deadline - loop.time())
+        if len(self._holding) < BATCH_MAX:  # a backlog of a full batch goes at once
+            await asyncio.sleep(self._committed_at + self.commit_interval_s - loop.time())
+            while not self.samples.empty() and len(self._holding) < BATCH_MAX:
+                self._holding.append(self.samples.get_nowait())
 
     def _try_commit(self) -> bool:
         """Commit the batch held; False (batch kept) when the store refused it."""
@@ -155,6 +218,16 @@ class MeasurementPipeline:
                         self.samples.dropped)
             self._failing_since = None
         return True
+
+    def committed_leaves(self, start_ms: int, end_ms: int) -> list[tuple[int, bytes]]:
+        """The store's (seq, leaf) of start_ms <= time < end_ms after committing every sample that
+        waits for its group commit (the DR loop's Report must cover the window's last records). A
+        store that refuses leaves them waiting, as the pipeline would."""
+        batch = self._holding + [self.samples.get_nowait() for _ in range(self.samples.qsize())]
+        self._holding = batch  # run() commits an empty batch harmlessly if this one goes through
+        if batch and self._try_commit():
+            self._holding = []
+        return self.store.interval_leaves(start_ms, end_ms)
 
     def drain(self) -> None:
         """Commit the batch held and whatever is still queued (at shutdown, after polling ended)."""

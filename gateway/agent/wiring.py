@@ -21,8 +21,9 @@ from gateway import __version__
 from gateway.agent import bidding
 from gateway.agent.control import Control
 from gateway.agent.lifetime import StopRequest, Work
-from gateway.agent.pipeline import Housekeeping, MeasurementPipeline, SampleQueue
+from gateway.agent.pipeline import Housekeeping, MeasurementPipeline, SampleQueue, commit_timing
 from gateway.agent.readout import Readout, status_info
+from gateway.agent.streams import build_streams
 from gateway.config.gateway import GatewayConfig
 from gateway.device.layer import DeviceLayer
 from gateway.measurement.identity import GatewayKey
@@ -39,11 +40,14 @@ from gateway.ops import sdnotify
 from gateway.perception.readings import Quality
 
 if TYPE_CHECKING:
+    from gateway.agent.web import LiveState, WebPage
     from gateway.chain.market_types import BiddingPort, MarketPort
     from gateway.chain.relay_port import ChainRelayQueue
     from gateway.chain.settings import ChainConfig
     from gateway.loop.bidder import Bidder
     from gateway.loop.runner import DrLoop
+    from gateway.network.openadr.ven import Ven
+    from gateway.network.sparkplug import SparkplugEdge
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,9 @@ class Parts:
     bidder: Bidder | None  # [market]: the household's automatic bids (docs/bidding.md)
     watchdog: sdnotify.Watchdog
     metrics: Callable[[], Work] | None  # the Prometheus endpoint, when [metrics] asks for one
+    web: WebPage | None = None  # the local page, when [web] asks for one (gateway/agent/web)
+    ven: Ven | None = None  # [openadr]: the OpenADR VEN (docs/openadr.md)
+    sparkplug: SparkplugEdge | None = None  # [mqtt.sparkplug]: the edge node's own session
 
 
 class LayerPoints:
@@ -105,21 +112,28 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
     samples = SampleQueue()  # bounded: drops (and counts) the oldest while the store refuses commits
     wake = asyncio.Event()  # new outbox rows: the publisher looks again
     layer = DeviceLayer(config.devices, sink=samples.put_nowait)
-    events = EventPublisher(gw=key.address)
+    events = EventPublisher(gw=key.address, dr_state=config.mqtt.ha_discovery and config.dr is not None)
     relay = chain_relay(config, key=key)
-    dr = None if config.dr is None else dr_loop(
-        config, key=key, layer=layer, store=store, publish=events.publish_event, options=loop,
-        relay=relay)
-    bidder = bidding.bidder(config, dr=dr, publish=tee(events.publish_event, loop.on_event),
+    live = live_state(config)  # the local page's view of samples and DR messages ([web])
+    publish = tee(events.publish_event, None if live is None else live.on_event)
+    dr = None if config.dr is None else dr_loop(  # its Report reads what the pipeline committed
+        config, key=key, layer=layer, store=store, publish=publish, options=loop, relay=relay,
+        leaves=lambda start_ms, end_ms: pipeline.committed_leaves(start_ms, end_ms))
+    bidder = bidding.bidder(config, dr=dr, publish=tee(publish, loop.on_event),
                             bidding=loop.bidding)
+    observers = [o for o in (dr, None if bidder is None else bidder.recorder, live) if o is not None]
+    streams = build_streams(config, key=key)  # [mqtt.plain], [mqtt.sparkplug]: committed views
     progress = sdnotify.PipelineProgress(limits=sdnotify.StallLimits.for_devices(
         ({d.intervals[p.poll] for p in d.profile.points}, d.timeout) for d in config.devices.devices),
         now=time.monotonic())
+    commit_s, gather_s = commit_timing(config)  # group commit: one per poll cycle, <= 1 a second
     pipeline = MeasurementPipeline(
         key=key, domain=measurement_domain(config.chain_id), store=store, samples=samples, wake=wake,
         topic=topics.topic(topics.gw_id(key.address), topics.Kind.MEAS), progress=progress,
-        observer=dr if bidder is None or dr is None else bidding.SampleTee((dr, bidder.recorder)),
-        states=events if config.mqtt.ha_discovery else None)
+        observer=(observers[0] if len(observers) == 1 else
+                  bidding.SampleTee(observers) if observers else None),
+        states=events if config.mqtt.ha_discovery else None, views=streams.feed,
+        commit_interval_s=commit_s, gather_s=gather_s)
     link = mqtt_link(config, key=key, pipeline=pipeline)
     m = config.mqtt
     publisher = Publisher(store=store, wake=wake, limits=PublishLimits(
@@ -140,11 +154,16 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
         config=config, store=store, layer=layer, pipeline=pipeline, link=link, publisher=publisher,
         housekeeping=Housekeeping(config=config, store=store, pipeline=pipeline,
                                   connected=link.connected, started=started, stop=stop),
-        workers=session_workers(config, key=key, parts=(publisher, health, events, dispatcher,
-                                                        *(() if relay is None else (relay,)))),
+        workers=session_workers(config, key=key, ha=(events, bidder),
+                                parts=(publisher, health, events, dispatcher,
+                                       *(() if relay is None else (relay,)),
+                                       *(() if streams.plain is None else (streams.plain,)))),
         readout=readout, control=control, dr=dr, bidder=bidder, watchdog=watchdog,
         metrics=metrics_server(config, key=key, readout=readout, started=started,
-                               commands=dispatcher.counters))
+                               commands=dispatcher.counters),
+        web=None if live is None else web_page(config, key=key, live=live, readout=readout, dr=dr,
+                                               bidder=bidder),
+        ven=openadr_ven(config, dr=dr, store=store), sparkplug=streams.sparkplug)
 
 
 def open_store(config: GatewayConfig) -> Store:
@@ -170,15 +189,23 @@ def command_dispatcher(config: GatewayConfig, *, key: GatewayKey, control: Contr
         nonces=NonceCache(path.with_name(path.name + ".nonces")), sign_digest=key.sign_digest)
 
 
-def session_workers(config: GatewayConfig, *, key: GatewayKey,
-                    parts: tuple[SessionWorker, ...]) -> tuple[SessionWorker, ...]:
-    """The link's workers, and Home Assistant discovery when the config asks for it."""
+def session_workers(config: GatewayConfig, *, key: GatewayKey, parts: tuple[SessionWorker, ...],
+                    ha: tuple[EventPublisher, Bidder | None]) -> tuple[SessionWorker, ...]:
+    """The link's workers, and Home Assistant discovery when the config asks for it: the meters,
+    the DR sensors with [dr], the earnings (from the bidder's status) with [market]."""
     if not config.mqtt.ha_discovery:
         return parts
-    from gateway.network.discovery import Discovery
+    from gateway.network.discovery import Announced, Discovery
+    from gateway.network.ha_gateway import MarketFeed
 
-    return (*parts, Discovery(gw=topics.gw_id(key.address), version=__version__, devices=[
-        (d.name, d.profile.name) for d in config.devices.devices if d.profile.kind == "meter"]))
+    events, bidder = ha
+    announced = Announced(meters=[(d.name, d.profile) for d in config.devices.devices
+                                  if d.profile.kind == "meter"],
+                          dr=config.dr is not None, market=bidder is not None)
+    feed = () if bidder is None else (MarketFeed(status=bidder.status, publish_state=events.publish_state,
+                                                 interval_s=config.mqtt.health_interval),)
+    return (*parts, *feed, Discovery(gw=topics.gw_id(key.address), version=__version__,
+                                     announced=announced))
 
 
 def metrics_server(config: GatewayConfig, *, key: GatewayKey, readout: Readout, started: float,
@@ -196,6 +223,25 @@ def metrics_server(config: GatewayConfig, *, key: GatewayKey, readout: Readout, 
     return functools.partial(metrics.serve, config.metrics, collector=collector)
 
 
+def live_state(config: GatewayConfig) -> LiveState | None:
+    if config.web is None:
+        return None
+    from gateway.agent.web import LiveState
+
+    return LiveState()
+
+
+def web_page(config: GatewayConfig, *, key: GatewayKey, live: LiveState, readout: Readout,
+             dr: DrLoop | None, bidder: Bidder | None) -> WebPage:
+    """The local page (`[web]`): its modules are imported only when it is on."""
+    from gateway.agent.web import HomeView, Sources, WebPage
+
+    assert config.web is not None
+    view = HomeView(Sources(config=config, gateway=key.address, readout=readout, live=live, dr=dr,
+                            bidder=bidder))
+    return WebPage(settings=config.web, view=view, live=live)
+
+
 def chain_relay(config: GatewayConfig, *, key: GatewayKey) -> ChainRelayQueue | None:
     """`[chain] relay = "mqtt"`: the queue of signed Reports and commitments for the master
     station, published on the gateway's `chain` topic (docs/mqtt.md)."""
@@ -208,7 +254,8 @@ def chain_relay(config: GatewayConfig, *, key: GatewayKey) -> ChainRelayQueue | 
 
 def dr_loop(config: GatewayConfig, *, key: GatewayKey, layer: DeviceLayer, store: Store,
             publish: Callable[[EventBody], None], options: LoopOptions,
-            relay: ChainRelayQueue | None = None) -> DrLoop:
+            relay: ChainRelayQueue | None = None,
+            leaves: Callable[[int, int], list[tuple[int, bytes]]] | None = None) -> DrLoop:
     from gateway.loop.journal import Journal
     from gateway.loop.runner import DrLoop
 
@@ -229,9 +276,22 @@ def dr_loop(config: GatewayConfig, *, key: GatewayKey, layer: DeviceLayer, store
         poll_s = chain.poll_interval if chain is not None else DEFAULT_MARKET_POLL_S
     return DrLoop(config=dr, journal=Journal(config.store.path), main_device=main,
                   io=LayerPoints(layer), publish=tee(publish, options.on_event),
-                  leaves=store.interval_leaves, market=market,
+                  leaves=store.interval_leaves if leaves is None else leaves, market=market,
                   market_address=market_address(market, chain), poll_interval_s=poll_s,
                   executor=options.executor)
+
+
+def openadr_ven(config: GatewayConfig, *, dr: DrLoop | None, store: Store) -> Ven | None:
+    """[openadr]: the VEN, offering the VTN's events to the DR loop (config load ensures [dr]);
+    its opt answers go where the loop's bodies go."""
+    if config.openadr is None or dr is None:
+        return None
+    from gateway.agent.openadr import OpenAdrIntake
+    from gateway.network.openadr.ven import Ven
+
+    main = dr.main or ""
+    return Ven(config=config.openadr, resource=main, port=OpenAdrIntake(
+        config=config.openadr, dr=dr, store=store, main=main, publish=dr.publish))
 
 
 def market_address(market: MarketPort | None, chain: ChainConfig | None) -> str:

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     plot.add_argument("-o", "--out", type=Path, required=True, help="PNG file to write")
     plot.add_argument("--width", type=int, default=1200, help="image width in pixels (default 1200)")
     plot.add_argument("--height", type=int, default=600, help="image height in pixels (default 600)")
+    plot.add_argument("--speed", type=float, default=1.0,
+                      help="simulated seconds per real second of a simulated home (`drgw demo --speed`): "
+                           "the time axis in simulated minutes (default 1)")
     plot.set_defaults(func=run_plot)
 
 
@@ -316,11 +319,13 @@ def run_show(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- plot
 
 def run_plot(args: argparse.Namespace) -> int:
+    if not 0 < args.speed <= 10_000:
+        raise ConfigError(f"event plot: --speed {args.speed:g}: give a factor above 0, at most 10000")
     if not (100 <= args.width <= 10_000 and 100 <= args.height <= 10_000):
         raise ConfigError(f"event plot: --width {args.width} / --height {args.height}: give 100..10000 "
                           "pixels each")
     with open_journal(args) as journal:
         event = find_event(journal, args.event)
         print(plot_event(journal, event.event_id, args.out, width_px=args.width,
-                         height_px=args.height))
+                         height_px=args.height, time_scale=args.speed))
     return 0

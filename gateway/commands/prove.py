@@ -100,7 +100,11 @@ def prove(path: Path, seq: int) -> ReadingProof:
                               f"{_span(store.seq_span())}")
         found = _report_of(reported, seq)
         report = found.report
-        leaves = leaves_in_time(store.conn, report["window_start"] * 1000, report["window_end"] * 1000)
+        # The Report covers the window's records committed when the window was judged: a record
+        # read before the end but committed after it (another bus's slow poll) has a later seq.
+        leaves = [(s, leaf) for s, leaf in leaves_in_time(
+            store.conn, report["window_start"] * 1000, report["window_end"] * 1000)
+            if s <= report["seq_to"]]
     _check_record(seq, bytes(row[2]), dict(leaves).get(seq))
     return _proof(found, seq, str(row[0]), int(row[1]), leaves)
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.chain.settings import ChainConfig, parse_chain
 from gateway.config.profiles import load_profile
+from gateway.config.web import WebConfig, parse_web
 from gateway.device import config as device_config
 from gateway.device.config import BusConfig, DeviceConfig, DevicesConfig
 from gateway.errors import ConfigError
@@ -23,11 +24,13 @@ from gateway.loop.market_settings import MarketConfig, parse_market
 from gateway.loop.settings import DrConfig, parse_dr
 from gateway.measurement.keyfile import KeyFileError, read_password_file
 from gateway.network.errors import LinkConfigError
+from gateway.network.openadr.settings import OpenAdrConfig, parse_openadr
 from gateway.network.settings import parse_broker_url, redact, split_login
+from gateway.network.views import PlainSettings, SparkplugSettings, parse_plain, parse_sparkplug
 from gateway.schema import Fields
 
 __all__ = ["BusConfig", "DeviceConfig", "DevicesConfig", "GatewayConfig", "MetricsConfig", "MqttConfig",
-           "StoreConfig", "load_config", "load_toml", "parse_config", "parse_devices"]
+           "StoreConfig", "WebConfig", "load_config", "load_toml", "parse_config", "parse_devices"]
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -67,6 +70,8 @@ class MqttConfig:
     username: str | None = None  # the MQTT login: [mqtt] username, or the user in the broker URL
     password: str | None = field(default=None, repr=False)  # as read from password_file if set
     password_file: Path | None = None  # None with a password: it is in the config file itself
+    plain: PlainSettings | None = None  # [mqtt.plain]: the plain reading stream (docs/mqtt.md)
+    sparkplug: SparkplugSettings | None = None  # [mqtt.sparkplug]: Sparkplug B (docs/mqtt.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,8 @@ class GatewayConfig:
     dr: DrConfig | None = None  # [dr]: baselines and levers of the closed loop
     metrics: MetricsConfig | None = None  # [metrics]: the Prometheus endpoint, off when None
     market: MarketConfig | None = None  # [market]: the household's bidding policy (docs/bidding.md)
+    openadr: OpenAdrConfig | None = None  # [openadr]: the VTN the VEN registers with (docs/openadr.md)
+    web: WebConfig | None = None  # [web]: the local page (gateway/agent/web), off when None
 
     @property
     def config_hash(self) -> str:
@@ -170,6 +177,7 @@ def _mqtt(f: Fields, base: Path) -> MqttConfig:
         health_interval=f.optional_number("health_interval", minimum=1, maximum=86400,
                                           unit="seconds", default=30.0),
         username=username, password=password, password_file=password_file,
+        plain=parse_plain(f.sub("plain")), sparkplug=parse_sparkplug(f.sub("sparkplug")),
     )
     if (cfg.cert is None) != (cfg.key is None):
         f.fail("cert", "mutual TLS needs both 'cert' and 'key'")
@@ -270,11 +278,21 @@ def parse_config(text: str, *, path: Path) -> GatewayConfig:
         or "INFO",
         mqtt=_mqtt(top.sub("mqtt"), base), store=store,
         operators=tuple(a.lower() for a in allow), devices=devices, text=text, chain=chain, dr=dr,
-        metrics=parse_metrics(top.sub("metrics")), market=market,
+        metrics=parse_metrics(top.sub("metrics")), market=market, openadr=_openadr(top, base, dr),
+        web=parse_web(top.sub("web"), base=base) if "web" in top else None,
     )
     gw.reject_unknown()
     top.reject_unknown()
     return config
+
+
+def _openadr(top: Fields, base: Path, dr: DrConfig | None) -> OpenAdrConfig | None:
+    if "openadr" not in top:
+        return None
+    if dr is None:
+        top.fail("openadr", "the VEN turns the VTN's events into closed-loop events: add a [dr] "
+                 "section with its levers (docs/config.md), or remove [openadr]")
+    return parse_openadr(top.sub("openadr"), base=base)
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -33,7 +33,7 @@ class MarketTable:
 
 
 def config_text(*, home: Any, key: Path, broker: str, speed: float, levers: tuple[str, ...],
-                market: MarketTable) -> str:
+                market: MarketTable, web_port: int | None = None) -> str:
     lines = [
         "# Written by drgw demo: the gateway config of the simulated home.",
         "[gateway]", f'key = "{key}"', "chain_id = 1", 'log_level = "WARNING"',
@@ -43,6 +43,8 @@ def config_text(*, home: Any, key: Path, broker: str, speed: float, levers: tupl
     ]
     lines += _devices(home)
     lines += _dr(speed, levers, market.zone)
+    if web_port is not None:  # the home's own page, on loopback (docs/operations.md)
+        lines += ["[web]", f"port = {web_port}"]
     return "\n".join(lines + _market(market)) + "\n"
 
 

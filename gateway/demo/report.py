@@ -115,8 +115,9 @@ def prove_reading(store: Path, *, client: MarketClient, household: str, window: 
     from gateway.measurement.store.reader import StoreReader
 
     with StoreReader(store) as reader:
-        leaves = leaves_in_time(reader.conn, int(report["window_start"]) * 1000,
-                                int(report["window_end"]) * 1000)
+        leaves = [(s, leaf) for s, leaf in leaves_in_time(  # as `drgw prove`: up to the Report's seq_to
+            reader.conn, int(report["window_start"]) * 1000, int(report["window_end"]) * 1000)
+            if s <= int(report["seq_to"])]
         row = reader.conn.execute(
             "SELECT seq FROM measurements WHERE device = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT 1",
             [device, int(report["seq_from"]), int(report["seq_to"])]).fetchone()

@@ -150,7 +150,7 @@ async def _run(opts: DemoOptions, home: Any, broker_url: str, workdir: Path, cha
     if result.report is not None:
         result.proof = await loop.run_in_executor(chain, _prove, config, market, result)
     if opts.plot and result.event_id:
-        result.plot = _plot(config.store.path, result.event_id, workdir / "event.png", out)
+        result.plot = _plot(config.store.path, result.event_id, workdir / "event.png", out, opts.speed)
     summary(result, out)
 
 
@@ -174,9 +174,15 @@ def _gateway_files(opts: DemoOptions, home: Any, broker_url: str, workdir: Path,
                         block=timing.block, zone=HOME_ZONE, min_price=opts.bid_price,
                         max_deposit=_max_deposit(opts), confidence=opts.confidence,
                         history_days=opts.history_weeks * 7 + 1)
+    from gateway.network.localbroker import free_port
+
     config_path = workdir / "drgw.toml"
+    web_port = free_port()
     config_path.write_text(config_text(home=home, key=workdir / "gateway.key", broker=broker_url,
-                                       speed=opts.speed, levers=opts.levers, market=table))
+                                       speed=opts.speed, levers=opts.levers, market=table,
+                                       web_port=web_port))
+    opts.out(f"the home's own page: http://127.0.0.1:{web_port}/ (live; #installer for the "
+             "installer's view)")
     opts.out(f"gateway {key.address}: config {config_path}, broker {broker_url}; [market] bids for "
              f"{hours(timing.block, HOME_ZONE)} {HOME_ZONE} at >= {opts.bid_price:g} tok/kWh")
     config = load_config(config_path)
@@ -242,6 +248,8 @@ async def _timeline(opts: DemoOptions, market: DemoMarket, agent: Agent, result:
     if _outcome(agent, result.event_id) is None:
         raise DrgwError("the gateway did not judge the event in time; see the log above")
     await _settle(opts, market, agent, result, chain)
+    # the event plot shows the load after the window too: half a window more of it, measured
+    await asyncio.sleep(max(0.0, end + timing.window_s / 2 - time.time()))
 
 
 def _announce(market: DemoMarket, timing: _Timing) -> tuple[int, dict[str, Any], dict[str, int]]:
@@ -290,15 +298,15 @@ async def _until(done: Callable[[], bool], *, deadline: float) -> None:
         await asyncio.sleep(0.25)
 
 
-def _plot(store: Path, event_id: str, path: Path, out: Callable[[str], None]) -> Path | None:
-    """The same picture as `drgw event plot`."""
+def _plot(store: Path, event_id: str, path: Path, out: Callable[[str], None], speed: float) -> Path | None:
+    """The same picture as `drgw event plot --speed SPEED`: simulated minutes on its time axis."""
     from gateway.loop.journal import Journal
     from gateway.loop.plot import plot_event
 
     try:
         journal = Journal(store, readonly=True)
         try:
-            return plot_event(journal, event_id, path)
+            return plot_event(journal, event_id, path, time_scale=speed)
         finally:
             journal.close()
     except DrgwError as exc:  # matplotlib missing, or nothing to draw

@@ -36,6 +36,7 @@ class Direction(Enum):
 class EventSource(Enum):
     CHAIN = "chain"  # an award of a cleared DRMarket window (docs/market.md)
     MQTT = "mqtt"  # an event the aggregator sends on drgw/v1/<gw>/cmd
+    OPENADR = "openadr"  # an event a utility's OpenADR VTN offered and the VEN opted in to
 
 
 class EventState(Enum):
@@ -170,7 +171,7 @@ def _from_mapping(data: Mapping[str, Any], decode: Callable[[Any], object] | Non
     try:
         source, direction = EventSource(data["source"]), Direction(data["direction"])
     except ValueError as exc:
-        raise EventRejected(f"{where}: {exc}; use chain|mqtt and reduce|increase") from exc
+        raise EventRejected(f"{where}: {exc}; use chain|mqtt|openadr and reduce|increase") from exc
     baseline = data["baseline"] if decode is None else decode(data["baseline"])
     return DrEvent(event_id=data["event_id"], source=source, modification=data["modification"],
                    start_s=data["start_s"], end_s=data["end_s"], award_w=data["award_w"],

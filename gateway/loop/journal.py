@@ -111,6 +111,13 @@ class Journal:
             (device, slot_s, start_s, end_s))
         return [LoadSlot(start_s=r[0], slot_s=r[1], energy_ws=r[2], covered_s=r[3]) for r in cur]
 
+    def slot_devices(self) -> list[str]:
+        """The devices with load history, most slots first (the loop records its main meter's)."""
+        if not self._tables():
+            return []
+        cur = self.conn.execute("SELECT device FROM load_slots GROUP BY device ORDER BY count(*) DESC")
+        return [str(r[0]) for r in cur]
+
     # ----------------------------------------------------------------------------- events
 
     def save_event(self, *, event_id: str, modification: int, state: str, start_s: int, end_s: int,

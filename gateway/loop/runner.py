@@ -34,6 +34,7 @@ from gateway.loop.baseline_inputs import compute_for
 from gateway.loop.checker import LiveChecker, SampleError
 from gateway.loop.events import DrEvent, EventBook, EventRejected, EventSource, EventState, Transition
 from gateway.loop.history import SlotAccumulator
+from gateway.loop.horizon import SampleHorizon
 from gateway.loop.journal import ActionRow, Journal
 from gateway.loop.market_link import ALWAYS, MarketLink
 from gateway.loop.policy import Action, ActionPolicy
@@ -79,6 +80,7 @@ class DrLoop:
         self.market_link = MarketLink(self, log=log)
         self.errors: list[str] = []
         self.policy_lock = asyncio.Lock()
+        self.horizon = SampleHorizon(main_device)  # waited for at a window's end (horizon.py)
 
     # ----------------------------------------------------------------------------- intake
 
@@ -122,6 +124,7 @@ class DrLoop:
         if power is None or power.quality is not Quality.OK or not isinstance(power.value, int | float):
             return
         t, watts = sample.time, float(power.value)
+        self.horizon.saw(t)
         done = self.slots.add(t, watts)
         if done:
             self.journal.add_slots(self.main, done)
@@ -243,6 +246,7 @@ class DrLoop:
         elif tr.state is EventState.ACTIVE:
             await self._start(event, snapshot)
         elif tr.state is EventState.COMPLETED:
+            await self.horizon.through(event.end_s)  # the window's last samples committed
             await self._complete(event)
 
     # ----------------------------------------------------------------------------- the window

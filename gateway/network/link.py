@@ -18,7 +18,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
@@ -89,6 +89,23 @@ class SessionWorker(Protocol):
     async def run_session(self, conn: Connection) -> None: ...
 
 
+class Announcement(NamedTuple):
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Presence(Protocol):
+    """What a link says about its client instead of the drgw status topic (the Sparkplug B edge
+    node, gateway.network.sparkplug): the will of each CONNECT, the first message of each session
+    and the message of a clean stop. `will` is asked once per CONNECT, `birth` once per session."""
+
+    def will(self) -> Announcement: ...
+    def birth(self) -> Announcement: ...
+    def goodbye(self) -> Announcement: ...
+
+
 class _Stop(Exception):
     """Raised inside the session TaskGroup to end it on request."""
 
@@ -100,8 +117,9 @@ class MqttLink:
                  status: Callable[[], payloads.StatusInfo],
                  backoff: BackoffPolicy | None = None, rng: random.Random | None = None,
                  clock_ms: Callable[[], int] = wall_ms,
-                 receive_max_bytes: int = RECEIVE_MAX_BYTES) -> None:
+                 receive_max_bytes: int = RECEIVE_MAX_BYTES, presence: Presence | None = None) -> None:
         self.settings = settings
+        self.presence = presence
         self.receive_max_bytes = receive_max_bytes
         self.protocol = aiomqtt.ProtocolVersion.V5
         self.gw = topics.gw_id(gateway)
@@ -133,9 +151,13 @@ class MqttLink:
             timeout=s.timeout_s, username=s.username, password=s.password,
             protocol=self.protocol, **session,
             tls_context=s.tls.context() if s.broker.tls else None,
-            will=aiomqtt.Will(self.status_topic, payloads.offline(gw=self.gw, reason="lwt"),
-                              qos=1, retain=True),
+            will=aiomqtt.Will(*self._will()),
         )
+
+    def _will(self) -> Announcement:
+        if self.presence is not None:
+            return self.presence.will()
+        return Announcement(self.status_topic, payloads.offline(gw=self.gw, reason="lwt"), 1, True)
 
     def _fail_fast_before_connack(self, client: aiomqtt.Client) -> None:
         """Make a connection that the broker closes before CONNACK fail at once.
@@ -173,6 +195,17 @@ class MqttLink:
 
     def birth_payload(self) -> bytes:
         return payloads.birth(self.status_info(), gw=self.gw, now_ms=self._clock_ms())
+
+    def _birth(self) -> Announcement:
+        if self.presence is not None:
+            return self.presence.birth()
+        return Announcement(self.status_topic, self.birth_payload(), 1, True)
+
+    def _goodbye(self) -> Announcement:
+        if self.presence is not None:
+            return self.presence.goodbye()
+        return Announcement(self.status_topic, payloads.offline(
+            gw=self.gw, reason="shutdown", now_ms=self._clock_ms()), 1, True)
 
     async def run(self, workers: Sequence[SessionWorker] = ()) -> None:
         """Connect, run the workers, reconnect with backoff; return after stop()."""
@@ -213,7 +246,8 @@ class MqttLink:
         clean = False
         try:
             conn = Connection(client, broker=broker)
-            await conn.publish(self.status_topic, self.birth_payload(), qos=1, retain=True)
+            birth = self._birth()
+            await conn.publish(birth.topic, birth.payload, qos=birth.qos, retain=birth.retain)
             self.sessions += 1
             self.connected.set()
             log.info("connected to %s as %s", broker, self.gw)
@@ -249,11 +283,10 @@ class MqttLink:
 
     async def _wait_stop(self, conn: Connection) -> None:
         await self._stop.wait()
+        goodbye = self._goodbye()
         with contextlib.suppress(MqttLinkError):
-            await asyncio.wait_for(conn.publish(
-                self.status_topic, payloads.offline(gw=self.gw, reason="shutdown",
-                                                    now_ms=self._clock_ms()),
-                qos=1, retain=True), self.settings.timeout_s)
+            await asyncio.wait_for(conn.publish(goodbye.topic, goodbye.payload, qos=goodbye.qos,
+                                                retain=goodbye.retain), self.settings.timeout_s)
         raise _Stop
 
     async def _pump(self, client: aiomqtt.Client, conn: Connection, broker: str) -> None:

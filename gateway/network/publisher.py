@@ -25,7 +25,8 @@ from typing import Any
 
 from gateway.clock import wall_ms
 from gateway.measurement.store.errors import StoreError
-from gateway.network import payloads, topics
+from gateway.network import ha_gateway, payloads, topics
+from gateway.network.latest import LatestValues, Value
 from gateway.network.link import Connection, MqttLink
 from gateway.network.pacing import TokenBucket
 from gateway.network.ports import CounterSource, OutboxRow, OutboxStore
@@ -212,16 +213,20 @@ class EventPublisher:
     """DR-loop events and Home Assistant plain values, queued while offline.
 
     `publish_event` never blocks: events wait in a bounded queue (oldest dropped and counted when
-    full: the chain Report, not MQTT, is the evidence). `publish_state` keeps only the latest
-    values per device (a gauge, not a log).
+    full: the chain Report, not MQTT, is the evidence). `publish_state` keeps the latest value of
+    every point per device (a gauge, not a log) and sends each changed device's whole map.
     """
 
     def __init__(self, *, gw: str, max_queued: int = 1000,
-                 clock_ms: Callable[[], int] = wall_ms) -> None:
+                 clock_ms: Callable[[], int] = wall_ms, latest: LatestValues | None = None,
+                 dr_state: bool = False) -> None:
         self.gw = topics.gw_id(gw)
         self.event_topic = topics.topic(self.gw, topics.Kind.EVENT)
         self._events: collections.deque[bytes] = collections.deque(maxlen=max_queued)
-        self._states: dict[str, dict[str, float]] = {}
+        # every point's latest value per device (gateway.network.latest): a state message carries
+        # them all, not only what the last cycle read, so no Home Assistant template misses a key
+        self.latest = latest if latest is not None else LatestValues()
+        self.dr_state = dr_state  # [dr] and discovery: the DR figures go to state/_gateway too
         self._ready = asyncio.Event()
         self._clock_ms = clock_ms
         self.dropped = 0
@@ -232,29 +237,38 @@ class EventPublisher:
             self.dropped += 1
         self._events.append(payloads.event(body, gw=self.gw, now_ms=self._clock_ms()))
         self._ready.set()
+        if self.dr_state and (figures := ha_gateway.dr_values(body)):
+            self.publish_state(ha_gateway.GATEWAY_STATE, figures)
 
-    def publish_state(self, device: str, values: Mapping[str, float]) -> None:
+    def publish_state(self, device: str, values: Mapping[str, Value], *,
+                      time_ms: int | None = None) -> None:
+        """Merge `values` (measured at `time_ms`, default now) into the device's latest values;
+        the device's whole state is sent at the next chance (QoS 0, retained)."""
         topics.state_topic(self.gw, device)  # validates the device name now, not at send time
-        self._states.setdefault(device, {}).update(values)
+        if self.dr_state and device == ha_gateway.GATEWAY_STATE and device not in self.latest.devices():
+            values = {**ha_gateway.dr_initial(), **values}  # every DR key, from the first message
+        self.latest.update(device, values, time_ms=self._clock_ms() if time_ms is None else time_ms)
         self._ready.set()
 
     async def run_session(self, conn: Connection) -> None:
+        if self.dr_state and ha_gateway.GATEWAY_STATE not in self.latest.devices():
+            self.publish_state(ha_gateway.GATEWAY_STATE, {})  # idle: the DR sensors start known
+        # a new session sends every device's state again (the broker may have lost its retained ones)
+        self.latest.mark_changed(self.latest.devices())
         while True:
             self._ready.clear()
             while self._events:
                 await conn.publish(self.event_topic, self._events[0], qos=1)
                 self._events.popleft()
                 self.sent += 1
-            while self._states:
-                device, values = next(iter(self._states.items()))
-                del self._states[device]
+            for device in (changed := list(self.latest.take_changed())):
                 try:
                     await conn.publish(topics.state_topic(self.gw, device),
-                                       payloads.dumps(values), qos=0, retain=True)
+                                       payloads.dumps(self.latest.payload(device)), qos=0, retain=True)
                 except BaseException:
-                    self._states.setdefault(device, values)
+                    self.latest.mark_changed(changed[changed.index(device):])
                     raise
-            if not self._events and not self._states:
+            if not self._events and not self._ready.is_set():
                 await self._ready.wait()
 
 

@@ -39,6 +39,8 @@ COUNTERS: Mapping[str, tuple[str, str]] = {
     "measurements_committed": ("drgw_measurements_committed", "Signed measurements committed to the store"),
     "outbox_batches": ("drgw_outbox_batches", "Measurement batches queued in the outbox"),
     "outbox_acked": ("drgw_outbox_acked_batches", "Outbox batches removed after the broker's PUBACK"),
+    "durable_commits": ("drgw_store_durable_commits",
+                        "Store transactions committed with a WAL fsync (docs/storage.md)"),
     "published": ("drgw_published_batches", "Batches published since the agent started (incl. resends)"),
     "store_errors": ("drgw_store_errors", "Failed store commits (retried)"),
     "samples_dropped": ("drgw_samples_dropped",

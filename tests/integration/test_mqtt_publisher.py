@@ -228,8 +228,11 @@ def test_health_and_events_reach_their_topics(broker: Broker) -> None:
         link = MqttLink(settings=LinkSettings.from_url(broker.url, client_id="gw-health"),
                         gateway=GW, status=lambda: INFO, backoff=FAST)
         health = HealthPublisher(link=link, counters=outbox, store=outbox, interval_s=0.2)
-        events = EventPublisher(gw=GW)
+        events = EventPublisher(gw=GW, clock_ms=lambda: 5000, dr_state=True)
         events.publish_event({"type": "dr_window", "state": "announced"})  # queued while offline
+        # two cycles that read different points, both before the session: the state has both
+        events.publish_state("meter1", {"energy_import_total_wh": 98765.0}, time_ms=1000)
+        events.publish_state("meter1", {"power_active_total_w": 11.0}, time_ms=2000)
         async with aiomqtt.Client(broker.host, broker.port) as sub:
             await sub.subscribe(f"drgw/v1/{GW}/#", qos=1)
             task = asyncio.create_task(link.run([health, events]))
@@ -239,20 +242,29 @@ def test_health_and_events_reach_their_topics(broker: Broker) -> None:
                     kind = str(msg.topic).split("/", 3)[3]
                     seen[kind] = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
                     if kind == "event":
-                        events.publish_state("meter1", {"power_active_total_w": 12.5})
-                    if {"health", "event", "state/meter1"} <= seen.keys():
+                        events.publish_state("meter1", {"power_active_total_w": 12.5}, time_ms=3000)
+                    if {"health", "event", "state/_gateway"} <= seen.keys() and \
+                            seen.get("state/meter1", {}).get("ts") == 3000:
                         break
             link.stop()
             await task
         assert seen["event"]["state"] == "announced" and seen["event"]["gw"] == GW
         assert seen["health"]["counters"] == {"outbox_rows": 0, "outbox_bytes": 0,
                                               "outbox_acked": 0}
-        assert seen["state/meter1"] == {"power_active_total_w": 12.5}
+        # every point read so far, not only the last cycle's, and when the newest was measured
+        assert seen["state/meter1"] == {"power_active_total_w": 12.5, "energy_import_total_wh": 98765.0,
+                                        "ts": 3000}
+        # [dr] with discovery: the gateway's DR figures start idle, every one of them present
+        assert seen["state/_gateway"] == {"dr_state": "idle", "dr_event": None, "dr_award_w": None,
+                                          "dr_delivered_wh": None, "dr_required_wh": None,
+                                          "dr_projected_wh": None, "dr_verdict": None, "ts": 5000}
 
     asyncio.run(main())
 
 
 def test_home_assistant_discovery_configs_are_retained(broker: Broker) -> None:
+    from gateway.config.profiles import load_profile
+    from gateway.network.discovery import Announced as discovery_of
     from gateway.network.discovery import Discovery
 
     class Announced(Discovery):
@@ -269,7 +281,8 @@ def test_home_assistant_discovery_configs_are_retained(broker: Broker) -> None:
     async def main() -> None:
         link = MqttLink(settings=LinkSettings.from_url(broker.url, client_id="gw-ha"),
                         gateway=GW, status=lambda: INFO, backoff=FAST)
-        discovery = Announced(gw=GW, devices=[("meter1", "sdm630")])
+        meters = [("meter1", load_profile("eastron_sdm630"))]
+        discovery = Announced(gw=GW, announced=discovery_of(meters=meters))
         task = asyncio.create_task(link.run([discovery]))
         await asyncio.wait_for(discovery.done.wait(), 10)  # each publish returned on its PUBACK
         link.stop()
@@ -280,7 +293,7 @@ def test_home_assistant_discovery_configs_are_retained(broker: Broker) -> None:
             async with asyncio.timeout(5):
                 async for msg in sub.messages:
                     configs[str(msg.topic)] = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
-                    if len(configs) == 2:
+                    if len(configs) == 11:  # the SDM630's points HA has a sensor for
                         break
         node = f"drgw_{GW[2:]}"
         power = configs[f"homeassistant/sensor/{node}/meter1_power_active_total_w/config"]
@@ -289,5 +302,7 @@ def test_home_assistant_discovery_configs_are_retained(broker: Broker) -> None:
             "power", "measurement", "W")
         assert (energy["device_class"], energy["state_class"]) == ("energy", "total_increasing")
         assert power["state_topic"] == f"drgw/v1/{GW}/state/meter1"
+        assert power["device"]["manufacturer"] == "Eastron"  # the profile's vendor, not "drgw"
+        assert power["default_entity_id"] == "sensor.meter1_12121212_power_active_total_w"
 
     asyncio.run(main())

@@ -38,6 +38,7 @@ FULL = {
     "dr": 'baseline = "pre_event"\npre_event_minutes = 30\nlead_minutes = 10\ntolerance = 0.05\n'
           "max_window_minutes = 240\nhold_off_s = 30\nslot_s = 60",
     "dr.baseline_params": "min_coverage = 0.5",
+    "web": "port = 9570",
     "dr.lever": 'device = "ev"\npoint = "ev_current_limit_a"\nkind = "setpoint"\nmin = 6\nstep = 2\n'
                 "priority = 1\nexpected_w = 2300\npower_w_per_unit = 690\nmax_off_minutes = 30\n"
                 "min_on_minutes = 5",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.chain.port import Award
+from gateway.loop.events import EventState
 from gateway.loop.journal import Journal
 from gateway.loop.policy import Action, Lever
 from gateway.loop.runner import DrLoop
@@ -249,3 +250,41 @@ def test_actions_decided_before_the_end_finish_before_the_restore_and_the_verdic
     kinds = [m.get("type") for m in rig.published]
     verdict = kinds.index("dr_verdict")
     assert "dr_action" not in kinds[verdict + 1:], kinds
+
+
+def test_the_window_is_judged_on_its_last_samples_even_when_they_are_committed_after_its_end(
+        tmp_path: Path) -> None:
+    """Samples reach the loop only once committed, and group commit lands a poll cycle up to about
+    a second after it was read: the timer's COMPLETED comes before the window's last samples. The
+    Report must still cover all of them (seen failing as `drgw prove`'s root mismatch: store seq
+    49..87, Report 49..85) and the verdict must count them."""
+    rig = Rig(tmp_path)
+    start, end = T0 + 400, T0 + 460
+    rig.market.awards.append(Award(window=5, start_s=start, end_s=end, award_w=3000, reduce=True,
+                                   tolerance_bps=500))
+    committed: set[int] = set()  # seqs whose samples the loop has seen, as the store would hold
+    rig.loop.leaves = lambda a, b: [(s, leaf) for s, leaf in rig._leaves(a, b) if s in committed]
+
+    def commit(t: int) -> None:
+        committed.add(t - T0)  # seq n is the sample taken at T0 + n (Rig._leaves)
+        rig.loop.on_sample(_sample(t, rig.points.load_w()))
+
+    async def main() -> None:
+        while rig.clock.t < end - 3:
+            await rig.run_until(rig.clock.t + 1)
+            committed.add(int(rig.clock.t) - T0)
+        rig.clock.t = end  # the timer: samples T0+458..T0+460 are still waiting for their commit
+        (completed,) = [tr for tr in rig.loop.book.advance(end) if tr.state is EventState.COMPLETED]
+        judging = asyncio.create_task(rig.loop._transition(completed))
+        for t in (end - 2, end - 1):
+            await asyncio.sleep(0)
+            assert not rig.market.reports, "judged before the window's last samples were in"
+            commit(t)
+        commit(end)  # the first sample at the end: everything before it is committed
+        await judging
+        while rig.loop.tasks:
+            await asyncio.gather(*rig.loop.tasks)
+
+    asyncio.run(main())
+    (report,) = rig.market.reports
+    assert (report.seq_from, report.seq_to) == (400, 459)  # every sample of [start, end)

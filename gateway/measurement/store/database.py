@@ -155,6 +155,8 @@ class Store:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield
+                    if durable and self._synchronous == "FULL":  # one WAL sync at COMMIT
+                        self._bump({"durable_commits": 1})
                     self._conn.execute("COMMIT")
                 except BaseException:
                     # After SQLITE_FULL or an I/O error SQLite has rolled back already, and a second
@@ -209,7 +211,8 @@ class Store:
             self._insert_outbox(batches)
             self._conn.execute("INSERT OR REPLACE INTO chain_head (id, seq, leaf) VALUES (1, ?, ?)",
                                [signed[-1].measurement.seq, signed[-1].leaf])
-            counts = {"measurements_committed": len(rows), "outbox_batches": len(batches)}
+            counts = {"measurements_committed": len(rows), "outbox_batches": len(batches),
+                      "bytes_committed": sum(len(row[5]) for row in rows) + added}
             last = signed[-1].measurement.seq
             counts["retention_evicted"] = self._conn.execute(
                 "DELETE FROM measurements WHERE seq <= ?",
