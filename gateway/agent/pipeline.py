@@ -12,14 +12,14 @@ signed: no seq is consumed, the chain has a gap in time, never in seq.
 
 Group commit: samples are committed at most once per `commit_interval_s`, all devices' samples of a
 poll cycle in ONE transaction and so one fsync (docs/storage.md has the arithmetic). The interval is
-the fastest poll interval, and never more than 1 s (`commit_timing`; 0 with [dr], whose closed loop
-still needs every sample committed as it arrives): one commit per poll cycle, so at most one fsync a
-second at 1 Hz whatever the number of meters. After the first sample of a batch
-arrives the pipeline waits for the other devices of the same cycle: until every device of the
-previous commit has a sample in the batch (at most `gather_s`), and at least until `commit_interval_s`
-after the previous commit, then commits everything queued. Nothing is published, nor seen by the DR
-loop, before its commit: in steady state that costs the spread of the devices' replies in a cycle
-(milliseconds over TCP); a device that stops answering costs `gather_s` once.
+the fastest poll interval, and never more than 1 s (`commit_timing`, with or without [dr]): one
+commit per poll cycle, so at most one fsync a second at 1 Hz whatever the number of meters. After
+the first sample of a batch arrives the pipeline waits for the other devices of the same cycle:
+until every device of the previous commit has a sample in the batch (at most `gather_s`), and at
+least until `commit_interval_s` after the previous commit, then commits everything queued. Nothing
+is published, nor seen by the DR loop, before its commit: in steady state that costs the spread of
+the devices' replies in a cycle (milliseconds over TCP); a device that stops answering costs
+`gather_s` once.
 
 Housekeeping closes a Merkle interval over the records committed since the previous one every
 `merkle_interval_s` of monotonic time, applies the outbox caps, and judges a config that is on
@@ -66,12 +66,10 @@ TRIAL_DEADLINE_S = 120.0
 
 def commit_timing(config: GatewayConfig) -> tuple[float, float]:
     """(commit_interval_s, gather_s) for the configured devices: the fastest poll interval, at most
-    COMMIT_INTERVAL_S, and a gather window of a quarter of it, at most GATHER_S. With [dr], (0, 0):
-    every sample is committed as it arrives, as before group commit, because the closed loop sees
-    only committed samples and its timing assumes that (actions run between two samples of the main
-    meter; the Report is built at the window's end from what is stored): docs/storage.md."""
-    if config.dr is not None:
-        return 0.0, 0.0
+    COMMIT_INTERVAL_S, and a gather window of a quarter of it, at most GATHER_S. With [dr] too: the
+    closed loop judges each sample by the time it was taken, however late and bunched it comes
+    (gateway/loop/horizon.py, window.py), and builds the Report from what is committed at the
+    window's end (`committed_leaves`): docs/storage.md."""
     interval = min([COMMIT_INTERVAL_S, *(d.intervals[p.poll] for d in config.devices.devices
                                           for p in d.profile.points)])
     return interval, min(GATHER_S, interval / 4)

@@ -23,20 +23,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.chain.market_types import Award, MarketPort
-from gateway.errors import DrgwError
 from gateway.loop import baselines as bl
 from gateway.loop import messages
 from gateway.loop.baseline_inputs import compute_for
 from gateway.loop.checker import LiveChecker, SampleError
 from gateway.loop.events import DrEvent, EventBook, EventRejected, EventSource, EventState, Transition
 from gateway.loop.history import SlotAccumulator
-from gateway.loop.horizon import SampleHorizon
+from gateway.loop.horizon import START_WAIT_S, SampleHorizon
 from gateway.loop.journal import ActionRow, Journal
 from gateway.loop.market_link import ALWAYS, MarketLink
+from gateway.loop.points import RESTORE_ATTEMPTS, PointIO, read_levers, write_point
 from gateway.loop.policy import Action, ActionPolicy
 from gateway.loop.settings import DrConfig
 from gateway.loop.verdict import judge, report
@@ -46,11 +46,6 @@ from gateway.perception.readings import Quality, Sample
 log = logging.getLogger(__name__)
 
 POWER = "power_active_total_w"
-
-
-class PointIO(Protocol):
-    async def write(self, device: str, name: str, value: float) -> None: ...
-    async def read(self, device: str, name: str) -> float | None: ...
 
 
 class DrLoop:
@@ -124,7 +119,7 @@ class DrLoop:
         if power is None or power.quality is not Quality.OK or not isinstance(power.value, int | float):
             return
         t, watts = sample.time, float(power.value)
-        self.horizon.saw(t)
+        self.horizon.saw(t, watts)
         done = self.slots.add(t, watts)
         if done:
             self.journal.add_slots(self.main, done)
@@ -156,20 +151,17 @@ class DrLoop:
                 log.info("DR event %s ended; %d late action(s) dropped", event_id, len(actions))
                 return
             for a in actions:
-                await self._act(act, a)
+                await self._act(act, a, attempts=RESTORE_ATTEMPTS if restoring else 1)
             # The restores at COMPLETED/CANCELLED come here too: their row is already saved in its
             # terminal state (with the baseline) and must not be turned back into "active".
             if self.book.state(event_id) is EventState.ACTIVE:
                 self._save(self.book.event(event_id), EventState.ACTIVE, policy=act.policy.snapshot())
 
-    async def _act(self, act: ActiveEvent, a: Action) -> None:
-        ok, error = True, None
-        try:
-            await self.io.write(a.device, a.point, a.value)
+    async def _act(self, act: ActiveEvent, a: Action, *, attempts: int = 1) -> None:
+        error = await write_point(self.io, a.device, a.point, a.value, attempts=attempts)
+        ok = error is None
+        if ok:
             act.current[(a.device, a.point)] = a.value
-        except (DrgwError, OSError, TimeoutError) as exc:
-            ok, error = False, str(exc)
-            log.error("DR action %s.%s = %g failed: %s", a.device, a.point, a.value, exc)
         event_id = act.event.event_id
         self.journal.add_action(event_id, ActionRow(
             t_s=a.t_s, device=a.device, point=a.point, value=a.value, previous=a.previous,
@@ -177,20 +169,6 @@ class DrLoop:
         log.warning("DR action %s: %s.%s %g -> %g (%s)%s", event_id, a.device, a.point, a.previous,
                     a.value, a.reason, "" if ok else f" FAILED: {error}", extra=ALWAYS)
         self.publish(messages.action(event_id, a, ok=ok, error=error))
-
-    async def _read_levers(self, act: ActiveEvent) -> None:
-        for lever in self.config.levers:
-            for attempt in range(3):  # a bus hiccup must not cost the event a lever
-                try:
-                    value = await self.io.read(lever.device, lever.point)
-                    break
-                except (DrgwError, OSError, TimeoutError) as exc:
-                    if attempt == 2:
-                        log.error("DR lever %s.%s unreadable, left out: %s", lever.device,
-                                  lever.point, exc)
-                    value = None
-            if value is not None:
-                act.current.setdefault(lever.key, value)
 
     async def _restore_points(self, act: ActiveEvent) -> None:
         actions = act.policy.restore_all(self.clock())
@@ -244,6 +222,7 @@ class DrLoop:
         if tr.state is EventState.NEAR and event.source is EventSource.CHAIN and self.market:
             await self._fix_baseline(event)
         elif tr.state is EventState.ACTIVE:
+            await self.horizon.through(event.start_s, START_WAIT_S)  # the baseline's last samples
             await self._start(event, snapshot)
         elif tr.state is EventState.COMPLETED:
             await self.horizon.through(event.end_s)  # the window's last samples committed
@@ -256,8 +235,10 @@ class DrLoop:
         committed (docs/baselines.md, "Committed baselines"). Held already after a restart."""
         if event.event_id in self.fixed:
             return
+        inputs_end_s = int(self.clock())
+        await self.horizon.through(inputs_end_s, START_WAIT_S)  # every sample before it is in
         try:
-            baseline = self._baseline(event, inputs_end_s=int(self.clock()))
+            baseline = self._baseline(event, inputs_end_s=inputs_end_s)
         except (bl.BaselineUnavailable, ValueError) as exc:
             self._fail(event, f"no baseline to commit: {exc}")
             return
@@ -279,11 +260,19 @@ class DrLoop:
                   else ActionPolicy(levers, direction=way, hold_off_s=hold))
         act = ActiveEvent(event, baseline, LiveChecker(event, baseline, now_s=self.clock()), policy)
         act.replay(self.journal.trace(event.event_id))  # resumed after a restart
-        self.active[event.event_id] = act
-        await self._read_levers(act)
+        await read_levers(self.io, self.config.levers, act.current)
         for key, value in policy.touched().items():
             act.current.setdefault(key, value)
-        self._save(event, EventState.ACTIVE, policy=act.policy.snapshot())
+        if self.book.state(event.event_id) is not EventState.ACTIVE:
+            return  # cancelled while the levers were read: nothing touched yet
+        held = self.book.event(event.event_id)
+        if held.modification != event.modification:  # modified while the levers were read
+            act.checker.retarget(held)
+            act.event = held
+        self.active[event.event_id] = act
+        for t, watts in self.horizon.since(event.start_s):  # taken in the window, seen before it
+            self._observe(act, t, watts)
+        self._save(act.event, EventState.ACTIVE, policy=act.policy.snapshot())
         log.warning("DR event %s active: baseline %s %.0f W avg, award %d W", event.event_id,
                     messages.NAMES[baseline.method], baseline.energy_wh() * 3600 / event.seconds,
                     event.award_w, extra=ALWAYS)

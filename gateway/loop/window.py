@@ -20,7 +20,6 @@ from gateway.loop.events import DrEvent
 from gateway.loop.policy import Action, ActionPolicy
 
 LIVE_EVERY_S = 5.0  # live event state on MQTT at most this often (every sample is in the journal)
-EARLY_S = 60  # samples this long before the start anchor the checker's first interval
 TraceRow = tuple[float, float, float, float, float, float, float, int]
 
 
@@ -51,9 +50,13 @@ class ActiveEvent:
                 self.last_sample = (t, actual)
 
     def observe(self, t: float, watts: float) -> Observation | None:
-        """A main-meter sample; None when the event does not need it. Raises SampleError."""
+        """A main-meter sample; None when the event does not need it. Raises SampleError.
+
+        A sample counts by the time it was taken, whenever it arrives (group commit hands them over
+        up to a second late, several at once): one taken before the start is not the window's, even
+        if it comes after the window opened; the policy decides on each sample at its own time."""
         ev, last = self.event, self.last_sample
-        if t < ev.start_s - EARLY_S or (last and t <= last[0]):
+        if t < ev.start_s or (last and t <= last[0]):
             return None
         if t >= ev.end_s and last and last[0] >= ev.end_s:
             return None  # one sample past the end closes the last interval; more are not needed
