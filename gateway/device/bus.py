@@ -91,7 +91,8 @@ class BusOwner(PollScheduler):
                 if due_at > now:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), min(due_at, port_at) - now)
+                        async with asyncio.timeout(min(due_at, port_at) - now):  # no extra Task
+                            await self._wake.wait()
                     continue
                 classes = state.due_classes(now)
                 await self._poll(state, classes)

@@ -12,6 +12,7 @@ import contextlib
 import os
 from typing import Protocol
 
+from gateway.device.inbox import Inbox, InboxProtocol
 from gateway.errors import ConfigError, DrgwError
 
 
@@ -50,62 +51,76 @@ def parse_host_port(text: str, *, default_port: int = 502) -> tuple[str, int]:
 
 
 class TcpLink:
-    """A Modbus TCP connection, reopened on demand after a failure."""
+    """A Modbus TCP connection, reopened on demand after a failure. Replies are received in place
+    into a small buffer (gateway.device.inbox), not through a StreamReader."""
+
+    scheme = "tcp"
+    peer = "device"
+    connect_hint = "is the device powered and the address right?"
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 3.0) -> None:
         self.host, self.port = host, port
-        self.description = f"tcp://{host}:{port}"
+        self.description = f"{self.scheme}://{host}:{port}"
         self._connect_timeout = connect_timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self.last_heard = 0.0
+        self._protocol: InboxProtocol | None = None
+        self._inbox = Inbox()
+
+    @property
+    def last_heard(self) -> float:
+        return self._inbox.last_heard
 
     @property
     def is_open(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        protocol = self._protocol
+        return protocol is not None and protocol.transport is not None \
+            and not protocol.transport.is_closing()
 
     async def open(self) -> None:
+        inbox = Inbox(self._inbox.last_heard)  # a new connection starts with nothing stale
+        loop = asyncio.get_running_loop()
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self._connect_timeout)
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: InboxProtocol(inbox), self.host, self.port),
+                self._connect_timeout)
         except (OSError, TimeoutError) as exc:
-            raise LinkError(f"{self.description}: cannot connect ({exc or 'timeout'}); is the "
-                            "device powered and the address right?") from exc
+            raise LinkError(f"{self.description}: cannot connect ({exc or 'timeout'}); "
+                            f"{self.connect_hint}") from exc
+        self._protocol, self._inbox = protocol, inbox
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            # Bounded: a peer that never acknowledges the close must not hold up a shutdown.
-            with contextlib.suppress(OSError, ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            await protocol.close()
 
     async def write(self, data: bytes) -> None:
-        if self._writer is None:
+        if self._protocol is None:
             await self.open()
-        assert self._writer is not None
+        assert self._protocol is not None
+        transport = self._protocol.transport
         try:
-            self._writer.write(data)
-            await self._writer.drain()
-        except (OSError, ConnectionError) as exc:
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("Connection lost")
+            transport.write(data)  # a frame is at most 260 bytes: the socket buffer takes it
+        except (OSError, RuntimeError) as exc:
             await self.close()
             raise LinkError(f"{self.description}: connection lost while sending ({exc})") from exc
 
     async def read(self, timeout: float) -> bytes:
-        if self._reader is None:
+        protocol = self._protocol
+        if protocol is None:
             raise LinkError(f"{self.description}: not connected")
-        try:
-            data = await asyncio.wait_for(self._reader.read(4096), timeout)
-        except TimeoutError:
+        inbox = self._inbox
+        await inbox.wait(timeout)
+        if inbox.pending:  # bytes that came before an end are handed over first
+            data = inbox.take()
+            protocol.drained()
+            return data
+        if not inbox.ended:
             return b""
-        except (OSError, ConnectionError) as exc:
-            await self.close()
-            raise LinkError(f"{self.description}: connection lost ({exc})") from exc
-        if not data:
-            await self.close()
-            raise LinkError(f"{self.description}: the device closed the connection")
-        self.last_heard = asyncio.get_running_loop().time()
-        return data
+        await self.close()
+        reason = inbox.reason if inbox.reason.startswith("connection lost") \
+            else f"the {self.peer} closed the connection"
+        raise LinkError(f"{self.description}: {reason}")
 
     def discard_input(self) -> None:
         # TCP frames carry transaction ids; stale answers are dropped by the codec instead.
@@ -122,9 +137,13 @@ class SerialLink:
         self.description = f"serial://{port}@{baud}{parity}{stopbits}"
         self._serial: object | None = None
         self._fd = -1
-        self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
-        self._failure = ""  # why the port failed under the event loop's reader, until closed
-        self.last_heard = 0.0  # stamped as the bytes come off the port, before any task wakes
+        # What the port received and why it failed under the event loop's reader, until closed;
+        # its last_heard is stamped as the bytes come off the port, before any task wakes.
+        self._inbox = Inbox()
+
+    @property
+    def last_heard(self) -> float:
+        return self._inbox.last_heard
 
     @property
     def is_open(self) -> bool:
@@ -142,27 +161,27 @@ class SerialLink:
             raise LinkError(f"{self.port}: cannot open the serial port ({exc}); {hint}") from exc
         self._serial = port
         self._fd = port.fileno()
+        self._inbox = Inbox(self._inbox.last_heard)
         asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
 
     def _on_readable(self) -> None:
+        inbox = self._inbox
         try:
-            data = os.read(self._fd, 4096)
+            n = os.readv(self._fd, [inbox.space()])  # into the inbox's buffer: no bytes object
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._failed(f"read failed ({exc})")
             return
-        if data:
-            self.last_heard = asyncio.get_running_loop().time()
-            self._chunks.put_nowait(data)
+        if n:
+            inbox.received(n, asyncio.get_running_loop().time())
         else:  # end of file: the other end of a pty closed
             self._failed("the port hung up")
 
     def _failed(self, reason: str) -> None:
         """Kept apart from the data (discard_input must not drop it); a waiting read wakes up."""
         asyncio.get_running_loop().remove_reader(self._fd)
-        self._failure = reason
-        self._chunks.put_nowait(b"")
+        self._inbox.end(reason)
 
     async def close(self) -> None:
         if self._fd >= 0:
@@ -171,8 +190,8 @@ class SerialLink:
         if self._serial is not None:
             with contextlib.suppress(OSError):  # closing a vanished device can fail too
                 self._serial.close()  # type: ignore[attr-defined]
-        self._serial, self._fd, self._failure = None, -1, ""
-        self.discard_input()
+        self._serial, self._fd = None, -1
+        self._inbox = Inbox(self._inbox.last_heard)
 
     async def write(self, data: bytes) -> None:
         if self._fd < 0:
@@ -198,17 +217,16 @@ class SerialLink:
     async def read(self, timeout: float) -> bytes:
         if self._fd < 0:
             raise LinkError(f"{self.port}: not open")
-        if not self._failure:
-            try:
-                data = await asyncio.wait_for(self._chunks.get(), timeout)
-            except TimeoutError:
+        inbox = self._inbox
+        if not inbox.ended:
+            await inbox.wait(timeout)
+            if inbox.pending:
+                return inbox.take()
+            if not inbox.ended:
                 return b""
-            if data:
-                return data
-        reason = self._failure or "the port hung up"
+        reason = inbox.reason or "the port hung up"
         await self.close()
         raise LinkError(f"{self.port}: {reason}")
 
     def discard_input(self) -> None:
-        while not self._chunks.empty():
-            self._chunks.get_nowait()
+        self._inbox.discard()
