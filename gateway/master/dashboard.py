@@ -21,8 +21,6 @@ Access: loopback by default. The page shows the fleet's addresses and the market
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
 import json
 import logging
 import os
@@ -31,12 +29,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 from gateway.clock import wall_ms
 from gateway.errors import ConfigError
 from gateway.master.dashboard_data import IngestRate, MarketView, fleet_rows, records_total
 from gateway.master.ledger import market_windows, tables
+from gateway.ops import http
+from gateway.ops.http import HEAD_LIMIT, Request
 
 if TYPE_CHECKING:
     from gateway.master.service import MasterParts
@@ -44,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-HEAD_LIMIT = 8192  # bytes of request line + headers accepted; a browser sends ~600
 TOKEN_FIX = ("it is not a loopback address: the dashboard shows the fleet and the market, so set "
              "token_file = \"PATH\" (a file holding a long random token) in [dashboard], or listen "
              "on 127.0.0.1 and reach it through an SSH tunnel")
@@ -177,40 +175,18 @@ class Dashboard:
 
     # ---- HTTP ----
 
-    def allowed(self, target: str, headers: dict[str, str]) -> bool:
-        if self.token is None:
-            return True
-        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not given:
-            given = parse_qs(urlsplit(target).query).get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+    def allowed(self, request: Request) -> bool:
+        return self.token is None or request.token_matches(self.token)
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-            await self._route(head.decode("latin-1"), reader, writer)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
-            pass  # went away, or sent no complete head within the limits: nothing to answer
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await http.answer(reader, writer, self._route, log=log, what="dashboard")
 
-    async def _route(self, head: str, reader: asyncio.StreamReader,
+    async def _route(self, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return _send(writer, "400 Bad Request", "text/plain", b"not an HTTP/1.x request\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in
-                   (line.partition(":") for line in lines[1:] if line)}
-        method, target = parts[0], parts[1]
-        path = urlsplit(target).path
-        if method != "GET":
+        path = request.path
+        if request.method != "GET":
             return _send(writer, "405 Method Not Allowed", "text/plain", b"GET only\n")
-        if not self.allowed(target, headers):
+        if not self.allowed(request):
             return _send(writer, "401 Unauthorized", "text/plain",
                          b"give the dashboard token: ?token=... or Authorization: Bearer ...\n")
         if path == "/api/events":
@@ -236,8 +212,7 @@ class Dashboard:
         """Server-sent events (HTML Living Standard §9.2): `event:`/`data:` lines, a blank line
         ends an event; the browser's EventSource reconnects by itself. The stream ends when the
         client closes its side (a page closed), seen as EOF on the reader."""
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Cache-Control: no-store\r\nConnection: close\r\n\r\nretry: 2000\n\n")
+        http.open_event_stream(writer, retry_ms=2000)
         gone = asyncio.ensure_future(reader.read())
         seen = 0
         try:
@@ -248,16 +223,13 @@ class Dashboard:
                     nxt.cancel()
                     return
                 seen, snap = nxt.result()
-                writer.write(b"event: snapshot\nid: %d\ndata: %s\n\n"
-                             % (seen, json.dumps(snap).encode()))
+                writer.write(http.event("snapshot", seen, json.dumps(snap).encode()))
                 await writer.drain()
         finally:
             gone.cancel()
 
 
-def _send(writer: asyncio.StreamWriter, status: str, ctype: str, body: bytes) -> None:
-    writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                 "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode() + body)
+_send = http.send
 
 
 async def serve_dashboard(parts: MasterParts, settings: DashboardSettings, *,

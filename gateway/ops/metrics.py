@@ -16,7 +16,6 @@ conventions: `drgw_` prefix, base units in the name, `_total` on counters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +23,9 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
 from gateway.measurement.store.errors import BUSY, CORRUPT, DISK_FULL, IO_ERROR
+from gateway.ops import http
 from gateway.ops.health import ERROR_KINDS, HealthReadings
+from gateway.ops.http import HEAD_LIMIT, Request
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -51,7 +52,6 @@ COUNTERS: Mapping[str, tuple[str, str]] = {
 }
 # Why the store's last write failed (gateway/measurement/store/errors.py), one series each.
 STORE_FAILURES = (DISK_FULL, IO_ERROR, CORRUPT, BUSY)
-HEAD_LIMIT = 8192  # bytes of request line + headers we accept; a scrape sends ~200
 
 
 class AgentCollector:
@@ -194,40 +194,26 @@ async def serve(config: MetricsConfig, *, collector: AgentCollector) -> None:
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                   registry: CollectorRegistry) -> None:
-    try:
-        async with asyncio.timeout(10):
-            head = await reader.readuntil(b"\r\n\r\n")
-        status, ctype, body = _respond(head, registry)
-        method = head.split(b" ", 1)[0]
-        writer.write(b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-                     b"Connection: close\r\n\r\n" % (status, ctype, len(body)))
-        if method != b"HEAD":
-            writer.write(body)
-        await writer.drain()
-    except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-        pass  # went away, sent no complete head, or a head over HEAD_LIMIT: nothing to answer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    async def route(request: Request, _: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        status, ctype, body = _respond(request, registry)
+        http.send(w, status, ctype, body, headers="Connection: close\r\n",
+                  body=b"" if request.method == "HEAD" else None)
+
+    await http.answer(reader, writer, route, log=log, what="metrics")
 
 
-def _respond(head: bytes, registry: CollectorRegistry) -> tuple[bytes, bytes, bytes]:
-    """(status, content type, body) for one request head."""
-    text = b"text/plain; charset=utf-8"
-    parts = head.split(b"\r\n", 1)[0].split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        return b"400 Bad Request", text, b"not an HTTP/1.x request\n"
-    method, target = parts[0], parts[1].split(b"?", 1)[0]
-    if method not in (b"GET", b"HEAD"):
-        return b"405 Method Not Allowed", text, b"GET /metrics\n"
-    if target not in (b"/metrics", b"/"):
-        return b"404 Not Found", text, b"the metrics are at /metrics\n"
+def _respond(request: Request, registry: CollectorRegistry) -> tuple[str, str, bytes]:
+    """(status, content type, body) for one request."""
+    text = "text/plain; charset=utf-8"
+    if request.method not in ("GET", "HEAD"):
+        return "405 Method Not Allowed", text, b"GET /metrics\n"
+    if request.path not in ("/metrics", "/"):
+        return "404 Not Found", text, b"the metrics are at /metrics\n"
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
     try:
         body = generate_latest(registry)
     except Exception as exc:  # a bug in a collector must not take the agent down: say so
         log.error("metrics: a scrape failed: %s", exc)
-        return b"500 Internal Server Error", text, f"scrape failed: {exc}\n".encode()
-    return b"200 OK", CONTENT_TYPE_LATEST.encode(), body
+        return "500 Internal Server Error", text, f"scrape failed: {exc}\n".encode()
+    return "200 OK", CONTENT_TYPE_LATEST, body

@@ -18,20 +18,18 @@ naming a loopback address is answered, so a web site cannot read the page throug
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
 import json
 import logging
 import os
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 from gateway.agent.web.live import LiveState
 from gateway.config.web import WebConfig, is_loopback, read_token
+from gateway.ops import http
+from gateway.ops.http import HEAD_LIMIT, Request
 
 log = logging.getLogger(__name__)
-HEAD_LIMIT = 8192  # bytes of request line + headers accepted; a browser sends ~600
 PUSH_MIN_S = 1.0  # at most one snapshot a second per stream, however often samples come
 MAX_STREAMS = 8  # open event streams at once; more are refused (503), each holds a socket
 HEADERS = ("Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
@@ -64,50 +62,26 @@ class WebPage:
 
     # ---- access ----
 
-    def allowed(self, target: str, headers: dict[str, str]) -> bool:
+    def allowed(self, request: Request) -> bool:
         if self.token is None:
-            host = headers.get("host", "")
+            host = request.headers.get("host", "")
             name = host[1:host.index("]")] if host.startswith("[") and "]" in host \
                 else host.rpartition(":")[0] or host
             return is_loopback(name)
-        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not given:
-            given = parse_qs(urlsplit(target).query).get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        return request.token_matches(self.token)
 
     # ---- HTTP ----
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-            await self._route(head.decode("latin-1"), reader, writer)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
-            pass  # went away, or sent no complete head within the limits: nothing to answer
-        except Exception:  # a bug in a snapshot must cost one answer, never the agent
-            log.exception("web: answering a request failed")
-            with contextlib.suppress(Exception):
-                _send(writer, "500 Internal Server Error", "text/plain", b"see the agent's log\n")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await http.answer(reader, writer, self._route, log=log, what="web")
 
-    async def _route(self, head: str, reader: asyncio.StreamReader,
+    async def _route(self, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return _send(writer, "400 Bad Request", "text/plain", b"not an HTTP/1.x request\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in
-                   (line.partition(":") for line in lines[1:] if line)}
-        method, target = parts[0], parts[1]
-        path = urlsplit(target).path
+        method, path = request.method, request.path
         if method not in ("GET", "HEAD"):
             return _send(writer, "405 Method Not Allowed", "text/plain",
                          b"the page is read-only: GET only\n", extra="Allow: GET, HEAD\r\n")
-        if not self.allowed(target, headers):
+        if not self.allowed(request):
             if self.token is None:
                 return _send(writer, "403 Forbidden", "text/plain",
                              b"open the page by a loopback address (http://127.0.0.1:PORT/)\n")
@@ -133,8 +107,7 @@ class WebPage:
             return _send(writer, "503 Service Unavailable", "text/plain",
                          b"too many pages open at once; close one\n")
         self.streams += 1
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     + HEADERS.encode() + b"\r\nretry: 3000\n\n")
+        http.open_event_stream(writer, retry_ms=3000, headers=HEADERS)
         gone = asyncio.ensure_future(reader.read())
         try:
             seen = -1
@@ -146,7 +119,7 @@ class WebPage:
                         nxt.cancel()
                         return
                 seen = self.live.version
-                writer.write(b"event: snapshot\nid: %d\ndata: %s\n\n" % (seen, self.snapshot()))
+                writer.write(http.event("snapshot", seen, self.snapshot()))
                 await writer.drain()
                 await asyncio.wait((gone,), timeout=PUSH_MIN_S)  # changes meanwhile wait for it
                 if gone.done():
@@ -185,6 +158,4 @@ class WebPage:
 
 def _send(writer: asyncio.StreamWriter, status: str, ctype: str, content: bytes, *,
           extra: str = "", body: bytes | None = None) -> None:
-    """One whole answer; `body` replaces `content` on the wire (b"" for HEAD) but not its length."""
-    writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(content)}\r\n"
-                 f"{HEADERS}{extra}\r\n".encode() + (content if body is None else body))
+    http.send(writer, status, ctype, content, headers=HEADERS, extra=extra, body=body)
