@@ -57,7 +57,13 @@ allow = ["{operator}"]
 fast = 0.5
 normal = 1.0
 slow = 2.0
-[[bus]]
+""" + meter_and_wallbox(main=main, ev=ev)
+
+
+def meter_and_wallbox(*, main: str, ev: str) -> str:
+    """The [[bus]] and [[device]] tables of HOME: an SDM630 main meter and a wallbox, each on its
+    own TCP endpoint (`main`, `ev` as host:port)."""
+    return f"""[[bus]]
 name = "main"
 tcp = "{main}"
 [[bus]]

@@ -29,6 +29,7 @@ import pytest
 from gateway.measurement.record import measurement_domain, recover_signer
 from gateway.measurement.store.database import Store
 from gateway.measurement.wire import decode_batch
+from tests.e2e.agent_site import meter_and_wallbox
 from tests.homes import WALLBOX_TCP, sdm630_tcp
 from tests.mosquitto import Broker, broker_fixture
 from tests.waits import wait_for
@@ -129,24 +130,7 @@ allow = ["{operator}"]
 fast = 0.2
 normal = 1.0
 slow = 2.0
-[[bus]]
-name = "main"
-tcp = "{devices['main']}"
-[[bus]]
-name = "ev"
-tcp = "{devices['ev']}"
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-bus = "main"
-unit = 1
-role = "main"
-[[device]]
-name = "ev"
-profile = "heidelberg_energycontrol"
-bus = "ev"
-unit = 1
-""")
+{meter_and_wallbox(main=devices['main'], ev=devices['ev'])}""")
     s = Site(root=tmp_path, config=config, address=address, sim=sim, devices=devices)
     try:
         yield s

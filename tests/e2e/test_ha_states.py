@@ -20,6 +20,7 @@ import jinja2
 import jinja2.sandbox
 import paho.mqtt.client as mqtt
 
+from tests.e2e.agent_site import meter_and_wallbox
 from tests.homes import WALLBOX_TCP, sdm630_tcp, simulated
 from tests.mosquitto import Broker
 from tests.waits import wait_for
@@ -97,24 +98,7 @@ ha_discovery = true
 fast = 0.2
 normal = 1.0
 slow = 2.0
-[[bus]]
-name = "main"
-tcp = "{devices['main']}"
-[[bus]]
-name = "ev"
-tcp = "{devices['ev']}"
-[[device]]
-name = "main"
-profile = "eastron_sdm630"
-bus = "main"
-unit = 1
-role = "main"
-[[device]]
-name = "ev"
-profile = "heidelberg_energycontrol"
-bus = "ev"
-unit = 1
-[dr]
+{meter_and_wallbox(main=devices['main'], ev=devices['ev'])}[dr]
 baseline = "pre_event"
 [[dr.lever]]
 device = "ev"
