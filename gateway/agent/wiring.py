@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,9 +21,15 @@ from gateway import __version__
 from gateway.agent import bidding
 from gateway.agent.control import Control
 from gateway.agent.lifetime import StopRequest, Work
-from gateway.agent.pipeline import Housekeeping, MeasurementPipeline, SampleQueue, commit_timing
+from gateway.agent.pipeline import (
+    Housekeeping,
+    MeasurementPipeline,
+    SampleObserver,
+    SampleQueue,
+    commit_timing,
+)
 from gateway.agent.readout import Readout, status_info
-from gateway.agent.streams import build_streams
+from gateway.agent.streams import Streams, build_streams
 from gateway.config.gateway import GatewayConfig
 from gateway.device.layer import DeviceLayer
 from gateway.measurement.identity import GatewayKey
@@ -123,17 +129,8 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
                             bidding=loop.bidding)
     observers = [o for o in (dr, None if bidder is None else bidder.recorder, live) if o is not None]
     streams = build_streams(config, key=key)  # [mqtt.plain], [mqtt.sparkplug]: committed views
-    progress = sdnotify.PipelineProgress(limits=sdnotify.StallLimits.for_devices(
-        ({d.intervals[p.poll] for p in d.profile.points}, d.timeout) for d in config.devices.devices),
-        now=time.monotonic())
-    commit_s, gather_s = commit_timing(config)  # group commit: one per poll cycle, <= 1 a second
-    pipeline = MeasurementPipeline(
-        key=key, domain=measurement_domain(config.chain_id), store=store, samples=samples, wake=wake,
-        topic=topics.topic(topics.gw_id(key.address), topics.Kind.MEAS), progress=progress,
-        observer=(observers[0] if len(observers) == 1 else
-                  bidding.SampleTee(observers) if observers else None),
-        states=events if config.mqtt.ha_discovery else None, views=streams.feed,
-        commit_interval_s=commit_s, gather_s=gather_s)
+    pipeline = measurement_pipeline(config, key=key, store=store, samples=samples, wake=wake,
+                                    observers=observers, events=events, streams=streams)
     link = mqtt_link(config, key=key, pipeline=pipeline)
     m = config.mqtt
     publisher = Publisher(store=store, wake=wake, limits=PublishLimits(
@@ -164,6 +161,24 @@ def build(config: GatewayConfig, *, key: GatewayKey, stop: StopRequest, loop: Lo
         web=None if live is None else web_page(config, key=key, live=live, readout=readout, dr=dr,
                                                bidder=bidder),
         ven=openadr_ven(config, dr=dr, store=store), sparkplug=streams.sparkplug)
+
+
+def measurement_pipeline(config: GatewayConfig, *, key: GatewayKey, store: Store, samples: SampleQueue,
+                         wake: asyncio.Event, observers: Sequence[SampleObserver], events: EventPublisher,
+                         streams: Streams) -> MeasurementPipeline:
+    """Signs and group-commits the samples (one commit per poll cycle, at most one a second), then
+    hands what it committed to the observers (DR loop, bidder, local page), HA states and views."""
+    progress = sdnotify.PipelineProgress(limits=sdnotify.StallLimits.for_devices(
+        ({d.intervals[p.poll] for p in d.profile.points}, d.timeout) for d in config.devices.devices),
+        now=time.monotonic())
+    commit_s, gather_s = commit_timing(config)
+    return MeasurementPipeline(
+        key=key, domain=measurement_domain(config.chain_id), store=store, samples=samples, wake=wake,
+        topic=topics.topic(topics.gw_id(key.address), topics.Kind.MEAS), progress=progress,
+        observer=(observers[0] if len(observers) == 1 else
+                  bidding.SampleTee(observers) if observers else None),
+        states=events if config.mqtt.ha_discovery else None, views=streams.feed,
+        commit_interval_s=commit_s, gather_s=gather_s)
 
 
 def open_store(config: GatewayConfig) -> Store:
