@@ -33,7 +33,7 @@ from gateway.measurement.identity import GatewayKey
 from gateway.measurement.keyfile import write_key
 from gateway.network.localbroker import free_port
 from tests.browser import chromium_or_skip, chromium_page
-from tests.e2e.test_dr_mqtt import EventTap, Site, _config, event_args, until
+from tests.e2e.test_dr_mqtt import Site, _config, agent_up, event_args
 from tests.mosquitto import Broker
 
 pytestmark = pytest.mark.slow
@@ -71,22 +71,8 @@ async def web_site(root: Path, broker: Broker, port: int) -> AsyncIterator[Site]
             sys.executable, "-m", "gateway.cli", "doctor", str(root / "drgw.toml"), "--json",
             "--timeout", "2", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         await doctor.communicate()
-        tap = EventTap(broker.port, key.address)
-        subscribed = asyncio.Event()
-        tap_task = asyncio.create_task(tap.run(subscribed), name="event tap")
-        site = Site(root=root, home=home, broker=broker, gw=key.address, operator=operator, tap=tap)
-        try:
-            await until(lambda: subscribed.is_set() or tap_task.done(), 10.0, "the subscription")
-            site.start_agent()
-            await site.online()
+        async with agent_up(root, home, broker, key, operator) as site:
             yield site
-        finally:
-            if site.agent is not None and site.agent.poll() is None:
-                site.agent.kill()
-                site.agent.wait()
-            tap_task.cancel()
-            with contextlib.suppress(BaseException):
-                await tap_task
 
 
 def test_local_page_shows_the_store_and_follows_a_dr_event_live(

@@ -217,22 +217,30 @@ async def running_site(root: Path, broker: Broker) -> AsyncIterator[Site]:
     write_key(root / "gw.key", key)
     async with SimulatedHome(demo_scenario()) as home:
         (root / "drgw.toml").write_text(_config(home, broker=broker.url, operator=operator.address))
-        tap = EventTap(broker.port, key.address)
-        subscribed = asyncio.Event()
-        tap_task = asyncio.create_task(tap.run(subscribed), name="event tap")
-        site = Site(root=root, home=home, broker=broker, gw=key.address, operator=operator, tap=tap)
-        try:
-            await until(lambda: subscribed.is_set() or tap_task.done(), 10.0, "the event subscription")
-            site.start_agent()
-            await site.online()
+        async with agent_up(root, home, broker, key, operator) as site:
             yield site
-        finally:
-            if site.agent is not None and site.agent.poll() is None:
-                site.agent.kill()
-                site.agent.wait()
-            tap_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await tap_task
+
+
+@contextlib.asynccontextmanager
+async def agent_up(root: Path, home: SimulatedHome, broker: Broker, key: GatewayKey,
+                   operator: GatewayKey) -> AsyncIterator[Site]:
+    """The event tap subscribed, then `drgw run` on root/drgw.toml online until the block ends."""
+    tap = EventTap(broker.port, key.address)
+    subscribed = asyncio.Event()
+    tap_task = asyncio.create_task(tap.run(subscribed), name=f"event tap {root.name}")
+    site = Site(root=root, home=home, broker=broker, gw=key.address, operator=operator, tap=tap)
+    try:
+        await until(lambda: subscribed.is_set() or tap_task.done(), 10.0, "the event subscription")
+        site.start_agent()
+        await site.online()
+        yield site
+    finally:
+        if site.agent is not None and site.agent.poll() is None:
+            site.agent.kill()
+            site.agent.wait()
+        tap_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await tap_task
 
 
 def event_args(event_id: str, start: int, end: int, **extra: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import contextlib
 import datetime as dt
 import math
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -34,7 +33,7 @@ from gateway.measurement.keyfile import write_key
 from gateway.measurement.wire import from_wire
 from gateway.network.localbroker import free_port
 from tests.e2e.openadr_vtn import Pki, TestVtn, fingerprint, make_pki
-from tests.e2e.test_dr_mqtt import BOILER, EV, ORIGINAL, SLOT_S, EventTap, Site, _config, until
+from tests.e2e.test_dr_mqtt import BOILER, EV, ORIGINAL, SLOT_S, Site, _config, agent_up, until
 from tests.mosquitto import Broker
 
 pytest.importorskip("openleadr")
@@ -70,22 +69,10 @@ async def openadr_site(root: Path, broker: Broker) -> AsyncIterator[tuple[Site, 
     async with SimulatedHome(demo_scenario()) as home:
         (root / "drgw.toml").write_text(_config(home, broker=broker.url, operator=operator.address)
                                         + openadr_section(vtn, pki))
-        tap = EventTap(broker.port, key.address)
-        subscribed = asyncio.Event()
-        tap_task = asyncio.create_task(tap.run(subscribed), name=f"tap-{secrets.token_hex(2)}")
-        site = Site(root=root, home=home, broker=broker, gw=key.address, operator=operator, tap=tap)
         try:
-            await until(lambda: subscribed.is_set() or tap_task.done(), 10.0, "the event subscription")
-            site.start_agent()
-            await site.online()
-            yield site, vtn
+            async with agent_up(root, home, broker, key, operator) as site:
+                yield site, vtn
         finally:
-            if site.agent is not None and site.agent.poll() is None:
-                site.agent.kill()
-                site.agent.wait()
-            tap_task.cancel()
-            with contextlib.suppress(BaseException):
-                await tap_task
             await vtn.stop()
             save_excerpt(root, vtn)
 
