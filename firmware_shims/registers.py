@@ -2,8 +2,8 @@
 
 `RegisterMap` is built once from a Profile. Given the current engineering values of the points it
 answers a read of (table, address, count) with the words a real device would send, or with the
-Modbus exception a real device would answer: 02 for an address no point covers (when strict) or a
-read that crosses a barrier, 03 for a quantity above the device's limit (Modbus Application Protocol
+Modbus exception a real device would answer: 02 for an address no point covers (when strict; else
+for a read that covers no point at all) or a read that crosses a barrier, 03 for a quantity above the device's limit (Modbus Application Protocol
 v1.1b3, 6.3/6.4: "Quantity of Registers" out of range is exception 03). Pure code.
 """
 
@@ -98,10 +98,13 @@ class RegisterMap:
         for barrier_table, barrier in self._barriers:
             if barrier_table == table and address < barrier < address + count:
                 return ExcCodes.ILLEGAL_ADDRESS
-        if strict:
-            slots = self._slots.get(table, {})
-            if any(a not in slots for a in range(address, address + count)):
-                return ExcCodes.ILLEGAL_ADDRESS
+        slots = self._slots.get(table, {})
+        covered = [a in slots for a in range(address, address + count)]
+        # Strict: any unmapped register is refused. Otherwise gaps between mapped registers read as
+        # zeros, but a read of nothing mapped at all is still refused (no evidence says otherwise).
+        refused = not all(covered) if strict else not any(covered)
+        if refused:
+            return ExcCodes.ILLEGAL_ADDRESS
         return None
 
     def read(self, table: str, address: int, count: int, values: Mapping[str, Value], *,

@@ -254,7 +254,7 @@ def _settings(f: Fields, profile: Profile) -> DeviceSettings:
                   frequency_hz=f.optional_number("frequency_hz") or 50.0,
                   noise=bool(f.optional_bool("noise")), seed=f.peek("name")),
         phase_split=tuple(float(s) for s in split) if split is not None else None,
-        strict_addresses=True if strict is None else strict,
+        strict_addresses=not profile.transport.gap_reads if strict is None else strict,
         rated_power_w=f.optional_number("rated_power_w"),
         capacity_wh=capacity if capacity is not None else defaults.capacity_wh,
         soc_pct=soc if soc is not None else defaults.soc_pct,

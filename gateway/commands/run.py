@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -121,6 +122,10 @@ async def _serve(config: GatewayConfig) -> int:
         password = config.key_password_file.read_text(encoding="utf-8").strip()
     key = load_key(config.key, password)
     agent = Agent(config, key=key)
+    # What is built by now (modules, profiles, the agent's parts) lives as long as the agent:
+    # collected once, then frozen, so the collector's passes no longer walk it (Python's gc.freeze).
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.request_stop, 0)

@@ -28,6 +28,7 @@ from gateway.device.transport import Link, LinkError
 from gateway.errors import DrgwError
 from gateway.perception.decoders import decode_read
 from gateway.perception.identify import Fit, ModelCheck
+from gateway.perception.planner import RTU_REQUEST_OVERHEAD, TCP_REQUEST_OVERHEAD
 from gateway.perception.readings import Sample
 from gateway.protocol import modbus
 
@@ -47,6 +48,15 @@ class BusSettings:
     frame_gap: float = 0.0  # seconds of silence before each request (RTU: >= 3.5 characters)
     char_time: float = 0.0  # seconds per character on the wire (RTU), for adaptive timeouts
 
+    @property
+    def request_overhead(self) -> int:
+        """What one more request costs, in bytes of gap registers worth reading instead
+        (gateway.perception.planner). On a line (RTU, or RTU over TCP through a converter) it is
+        the request, the reply's frame and two silent intervals: ~20 bytes. On Modbus TCP the bytes
+        are nearly free and the round trip is the cost, here and in the device: reading the 12- and
+        16-register gaps of an SDM630's basic block takes one request instead of three."""
+        return TCP_REQUEST_OVERHEAD if self.framing == "tcp" else RTU_REQUEST_OVERHEAD
+
 
 class BusOwner(PollScheduler):
     """Owns one bus: schedules the poll cycles of its devices and serialises every request."""
@@ -55,7 +65,8 @@ class BusOwner(PollScheduler):
                  sink: SampleSink, wall_clock: Callable[[], float] = time.time) -> None:
         self.link = link
         self.settings = settings
-        self.devices = {spec.name: DeviceState(spec) for spec in devices}
+        self.devices = {spec.name: DeviceState(spec, request_overhead=settings.request_overhead)
+                        for spec in devices}
         self._sink = sink
         self._wall = wall_clock
         self._codec: modbus.RtuClientConnection | modbus.TcpClientConnection = (
@@ -156,8 +167,8 @@ class BusOwner(PollScheduler):
     async def transact(self, state: DeviceState, request: modbus.Request
                        ) -> modbus.Response | modbus.ExceptionResponse:
         """One request and its answer, with the gap before it. Raises DeviceError on no answer."""
-        loop = asyncio.get_running_loop()
-        await self._quiet_line(max(self.settings.frame_gap, state.spec.min_interval))
+        loop = asyncio.get_running_loop()  # once a request (Python 3.11 asks getpid() each call)
+        await self._quiet_line(loop, max(self.settings.frame_gap, state.spec.min_interval))
         wire = self._wire_time(request)
         timeout = state.timeout(wire)
         frame = self._codec.send(request)
@@ -167,7 +178,7 @@ class BusOwner(PollScheduler):
         answer: modbus.Response | modbus.ExceptionResponse | None = None
         try:
             await self.link.write(frame)
-            answer = await self._receive(sent_at + timeout)
+            answer = await self._receive(loop, sent_at + timeout)
         except LinkError as exc:
             state.link_errors += 1
             self._codec.abandon()
@@ -193,12 +204,11 @@ class BusOwner(PollScheduler):
             state.exceptions += 1
         return answer
 
-    async def _quiet_line(self, gap: float) -> None:
+    async def _quiet_line(self, loop: asyncio.AbstractEventLoop, gap: float) -> None:
         """Wait until the line has been silent for `gap`: since our last frame or its reply, and
         since any byte heard after it (a late reply to a request we gave up on; Serial Line
         2.5.1.1 counts silence from the last character on the line, whoever sent it). What
         arrived meanwhile cannot answer the request about to go out, so it is dropped."""
-        loop = asyncio.get_running_loop()
         while (deadline := max(self._quiet_since, self.link.last_heard) + gap) > loop.time():
             await sleep_until(deadline)
         if self.link.last_heard > self._quiet_since:
@@ -220,8 +230,8 @@ class BusOwner(PollScheduler):
         state.timeouts += 1
         raise DeviceError(f"unit {request.unit}: {why}")
 
-    async def _receive(self, deadline: float) -> modbus.Response | modbus.ExceptionResponse | None:
-        loop = asyncio.get_running_loop()
+    async def _receive(self, loop: asyncio.AbstractEventLoop, deadline: float
+                       ) -> modbus.Response | modbus.ExceptionResponse | None:
         while True:
             event = self._codec.next_event()
             if not isinstance(event, type(modbus.NEED_DATA)):

@@ -41,7 +41,7 @@ class DeviceSpec:
     min_timeout: float = 0.05  # adaptive timeouts never go below this (plus wire time)
     backoff_initial: float = 2.0
     backoff_max: float = 60.0
-    overhead_bytes: int = RTU_REQUEST_OVERHEAD
+    overhead_bytes: int | None = None  # what a new request costs the planner; None: the bus's
     check_model: bool = True  # run the profile's probe before polling (docs/config.md)
 
     @property
@@ -52,14 +52,17 @@ class DeviceSpec:
 class DeviceState:
     """Schedule, planner and health of one device, owned by its bus owner."""
 
-    def __init__(self, spec: DeviceSpec) -> None:
+    def __init__(self, spec: DeviceSpec, *, request_overhead: int = RTU_REQUEST_OVERHEAD) -> None:
+        """`request_overhead`: what a new request costs on this device's bus, in bytes (the
+        planner's trade of gap registers against requests), unless the spec sets its own."""
         self.spec = spec
         transport = spec.profile.transport
         # The points other points are scaled by (a power of ten read at run time, SunSpec style).
         self.sf_names = frozenset(p.scale_factor for p in spec.profile.points if p.scale_factor)
         self.planner = ReadPlanner(max_registers=transport.max_registers,
                                    barriers=frozenset(spec.profile.barriers),
-                                   overhead_bytes=spec.overhead_bytes, sf_names=self.sf_names)
+                                   overhead_bytes=request_overhead if spec.overhead_bytes is None
+                                   else spec.overhead_bytes, sf_names=self.sf_names)
         self._due: dict[str, float] = {}
         self._classes = tuple(c for c in POLL_CLASSES
                               if any(p.poll == c for p in spec.profile.points))
@@ -73,6 +76,7 @@ class DeviceState:
         self.cycles = self.failed_cycles = self.overruns = self.writes = 0
         self.exceptions = self.link_errors = 0  # Modbus exception responses; transport failures
         self.model: ModelCheck | None = None  # the last model check (None: not checked since a failure)
+        self._points: dict[tuple[str, ...], list[Point]] = {}  # points_for, by poll classes
 
     # --------------------------------------------------------------------------- schedule
 
@@ -126,11 +130,15 @@ class DeviceState:
     # --------------------------------------------------------------------------- points
 
     def points_for(self, classes: Sequence[str]) -> list[Point]:
-        points = [p for p in self.spec.profile.points if p.poll in classes]
+        key = tuple(classes)
+        points = self._points.get(key)
+        if points is None:  # the profile is fixed: one list per set of classes due together
+            points = self._points[key] = self.with_scale_factors(
+                [p for p in self.spec.profile.points if p.poll in classes])
         if self.failures >= 2:  # backing off: probe with the first request only
-            plan = self.planner.plan(self.with_scale_factors(points))
+            plan = self.planner.plan(points)
             return list(plan.reads[0].points) if plan.reads else []
-        return self.with_scale_factors(points)
+        return points
 
     def with_scale_factors(self, points: Sequence[Point]) -> list[Point]:
         names = {p.name for p in points}

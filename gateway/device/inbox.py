@@ -30,6 +30,7 @@ class Inbox:
         self._spilled: list[bytes] = []  # full buffers' worth, when the reader fell behind
         self._spilled_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the first wait
         self.ended = False  # end of input: end of file, connection lost, port failed
         self.reason = ""  # why, when known
         self.last_heard = last_heard  # loop time the last bytes arrived (carried across reopens)
@@ -77,7 +78,9 @@ class Inbox:
             return
         if self._waiter is not None:
             raise RuntimeError("two reads at once on one link: the bus owner serialises them")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # asked once: Python 3.11's get_running_loop() calls getpid() each time
+            loop = self._loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(timeout, _expire, waiter)
         try:

@@ -107,6 +107,7 @@ def _transport(f: Fields) -> TransportDefaults:
         max_registers=max_registers,
         min_interval_ms=f.optional_number("min_interval_ms", minimum=0, maximum=10_000, unit="ms",
                                           default=0.0),
+        gap_reads=bool(f.optional_bool("gap_reads")),
     )
     f.reject_unknown()
     return transport

@@ -85,6 +85,10 @@ class TransportDefaults:
     word_order: str
     max_registers: int
     min_interval_ms: float
+    # The model answers a read that spans registers no point covers (with zeros or whatever it holds)
+    # instead of exception 02: known from a manual or from field use, cited in the profile. False is
+    # "not known": the planner still merges across small gaps and learns a barrier where refused.
+    gap_reads: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,3 +201,9 @@ def test_grid_noise_is_small_and_repeatable() -> None:
     assert all(220 < v < 240 for v in volts)
     assert len(set(volts)) > 100
     assert grid.voltages(17.2, 3) == grid.voltages(17.9, 3)  # same one-second slot
+
+
+def test_a_lax_meter_serves_gaps_but_not_a_read_of_nothing_mapped() -> None:
+    lax = meter(settings=DeviceSettings(strict_addresses=False))
+    assert isinstance(lax.read(FC_INPUT, 16, 4), list)  # 16-17 mapped, 18-19 a gap
+    assert lax.read(FC_INPUT, 18, 2) == ExcCodes.ILLEGAL_ADDRESS  # only the gap
