@@ -188,8 +188,11 @@ class MeasurementPipeline:
                 break
             if loop.time() >= deadline:
                 break
-            with contextlib.suppress(TimeoutError):  # an Event, not get(): no sample in flight is lost
-                await asyncio.wait_for(self.samples.arrived.wait(), deadline - loop.time())
+            # An Event, not get(): no sample in flight is lost. asyncio.timeout, not wait_for,
+            # which starts a Task per call on Python 3.11 (one a sample here).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self.samples.arrived.wait()
         if len(self._holding) < BATCH_MAX:  # a backlog of a full batch goes at once
             await asyncio.sleep(self._committed_at + self.commit_interval_s - loop.time())
             while not self.samples.empty() and len(self._holding) < BATCH_MAX:

@@ -120,8 +120,9 @@ class Dlt645BusOwner(PollScheduler):
                                     key=lambda pair: pair[0])
                 if due_at > now:
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), min(due_at, port_at) - now)
+                    with contextlib.suppress(TimeoutError):  # no extra Task, as in bus.py
+                        async with asyncio.timeout(min(due_at, port_at) - now):
+                            await self._wake.wait()
                     continue
                 await self._poll(state, state.due_classes(now))
         finally:

@@ -47,7 +47,8 @@ class Sample:
 
     @property
     def ok(self) -> bool:
-        return all(r.quality is Quality.OK for r in self.readings)
+        ok = Quality.OK  # once, not per reading: an Enum member lookup costs ~0.1 us on 3.11
+        return all(r.quality is ok for r in self.readings)
 
     def value(self, name: str) -> float | int | str | None:
         for reading in self.readings:
