@@ -3,8 +3,9 @@
 `RegisterMap` is built once from a Profile. Given the current engineering values of the points it
 answers a read of (table, address, count) with the words a real device would send, or with the
 Modbus exception a real device would answer: 02 for an address no point covers (when strict; else
-for a read that covers no point at all) or a read that crosses a barrier, 03 for a quantity above the device's limit (Modbus Application Protocol
-v1.1b3, 6.3/6.4: "Quantity of Registers" out of range is exception 03). Pure code.
+for a read that covers no point at all) or a read that crosses a barrier, 03 for a quantity above
+the device's limit (Modbus Application Protocol v1.1b3, 6.3/6.4: "Quantity of Registers" out of
+range is exception 03). Pure code.
 """
 
 from __future__ import annotations
