@@ -132,6 +132,9 @@ class ActionPolicy:
         self._touched: dict[Key, _Touched] = {}
         self._last_change_s: float | None = None
         self.log: list[Action] = []
+        # What each decided action replaced, until the shell says how its write went (`failed`,
+        # `applied`): a refused write must not leave the policy believing the new value.
+        self._before: dict[tuple[Key, float, float], _Touched] = {}
 
     def touched(self) -> Mapping[Key, float]:
         """Every point the policy has written, with its value before the window."""
@@ -169,6 +172,21 @@ class ActionPolicy:
         self.log.extend(actions)
         return actions
 
+    def applied(self, action: Action) -> None:
+        """The shell wrote `action`: forget what it replaced."""
+        self._before.pop((_key(action), action.t_s, action.value), None)
+
+    def failed(self, action: Action) -> None:
+        """The shell could not write `action`: the point still holds what it held, so the policy
+        goes back to its record from before the action (the hold-off stays: the next decision after
+        it tries again, rather than at once against a device that just refused). A restore after
+        the window has nothing to go back to (restore_all has let the points go)."""
+        before = self._before.pop((_key(action), action.t_s, action.value), None)
+        t = self._touched.get(_key(action))
+        if before is None or t is None or t.value != action.value:
+            return  # not ours, already let go, or a later action moved the point since
+        t.value, t.off_since, t.on_since = before.value, before.off_since, before.on_since
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-able record of the touched points, so a restarted gateway can still restore them."""
         return {"direction": self.direction.value, "last_change_s": self._last_change_s,
@@ -199,6 +217,8 @@ class ActionPolicy:
     def _act(self, lever: Lever, t: _Touched, value: float, now_s: float, reason: str) -> Action:
         action = Action(t_s=now_s, device=lever.device, point=lever.point, value=value,
                         previous=t.value, reason=reason, priority=lever.priority)
+        self._before[(lever.key, now_s, value)] = _Touched(
+            original=t.original, value=t.value, off_since=t.off_since, on_since=t.on_since)
         t.value = value
         if lever.kind == "switch" and self.direction is Direction.REDUCE:
             t.off_since = now_s if value == lever.off else None
@@ -299,6 +319,10 @@ class ActionPolicy:
             return delta  # a discharge setpoint is in W itself
         span = abs(t.original - _num(self._limit(lever)))  # an engaged lever has its limit
         return lever.expected_w * delta / span if span > 0 else lever.expected_w
+
+
+def _key(action: Action) -> Key:
+    return (action.device, action.point)
 
 
 def _num(value: float | None) -> float:

@@ -162,6 +162,9 @@ class DrLoop:
         ok = error is None
         if ok:
             act.current[(a.device, a.point)] = a.value
+            act.policy.applied(a)
+        else:  # the point holds what it held: the policy must not believe otherwise
+            act.policy.failed(a)
         event_id = act.event.event_id
         self.journal.add_action(event_id, ActionRow(
             t_s=a.t_s, device=a.device, point=a.point, value=a.value, previous=a.previous,

@@ -293,3 +293,35 @@ def test_a_snapshot_without_a_direction_is_reduce_unless_told() -> None:
     told = ActionPolicy.resume([EV_UP], empty, direction=UP)
     assert told.direction is UP
     assert moves(told.decide(SHORT, now_s=0, current=NOW_UP)) == [("ev", 8, 12)]
+
+
+def test_a_refused_write_leaves_the_lever_where_it_was_and_is_tried_again_after_the_hold_off() -> None:
+    policy = ActionPolicy([EV, BOILER], hold_off_s=30)
+    [first] = policy.decide(SHORT, now_s=0, current=NOW)
+    assert moves([first]) == [("ev", 16, 12)]
+    policy.failed(first)  # the wallbox refused: it still charges at 16 A
+    assert policy.decide(SHORT, now_s=10, current=NOW) == []  # the hold-off still holds
+    [again] = policy.decide(SHORT, now_s=30, current=NOW)
+    assert moves([again]) == [("ev", 16, 12)]  # the same step again, not 12 -> 8
+    policy.applied(again)
+    assert moves(policy.decide(SHORT, now_s=60, current=NOW)) == [("ev", 12, 8)]
+    assert moves(policy.restore_all(90)) == [("ev", 8, 16)]
+
+
+def test_a_refused_switch_off_is_neither_comfort_restored_nor_restored_after_the_window() -> None:
+    policy = ActionPolicy([BOILER], hold_off_s=0)
+    [off] = policy.decide(SHORT, now_s=0, current=NOW)
+    assert moves([off]) == [("boiler", 1, 0)]
+    policy.failed(off)  # the relay did not switch: the boiler is still on
+    assert policy.decide(state(400.0), now_s=700, current=NOW) == []  # past max_off_s: nothing to undo
+    assert policy.restore_all(800) == []
+
+
+def test_a_failure_reported_after_a_later_move_of_the_same_point_changes_nothing() -> None:
+    policy = ActionPolicy([EV], hold_off_s=0)
+    [first] = policy.decide(SHORT, now_s=0, current=NOW)
+    policy.applied(first)
+    [second] = policy.decide(SHORT, now_s=1, current=NOW)
+    policy.failed(first)  # a stale report: first was applied, and second moved on from it
+    assert moves([second]) == [("ev", 12, 8)]
+    assert moves(policy.restore_all(2)) == [("ev", 8, 16)]

@@ -416,3 +416,27 @@ def test_a_restore_the_bus_refuses_once_is_tried_again(tmp_path: Path,
     assert rig.points.values == {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}
     restores = [a for a in rig.journal.actions("agg-1") if a.reason == "restore after the window"]
     assert [(a.device, a.ok) for a in restores] == [("boiler", True), ("ev", True)]
+
+
+def test_a_shed_the_device_refuses_is_tried_again_and_never_restored_unshed(tmp_path: Path) -> None:
+    """The boiler's relay refuses switching off once: the policy must not believe it off (it would
+    neither try again nor be right to "restore" it after the window)."""
+    rig = Rig(tmp_path)
+    refusals = {("boiler", "on", 0.0): 1}
+    fast_write = rig.points.write
+
+    async def busy_write(device: str, name: str, value: float) -> None:
+        if refusals.get((device, name, value), 0) > 0:
+            refusals[(device, name, value)] -= 1
+            raise DeviceError(f"{device}: no answer within 67 ms")
+        await fast_write(device, name, value)
+
+    rig.points.write = busy_write  # type: ignore[method-assign]
+    rig.aggregator_event(start=T0 + 400, end=T0 + 460, target_w=4500)
+    asyncio.run(rig.run_until(T0 + 459))
+    assert rig.points.values == {("ev", "limit"): 6.0, ("boiler", "on"): 0.0}  # shed in the end
+    boiler = [(a.previous, a.value, a.ok) for a in rig.journal.actions("agg-1") if a.device == "boiler"]
+    assert boiler == [(1.0, 0.0, False), (1.0, 0.0, True)]
+    asyncio.run(rig.run_until(T0 + 465))
+    assert rig.points.values == {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}
+    assert rig.points.writes.count(("boiler", "on", 1.0)) == 1  # restored once, from off
