@@ -38,7 +38,7 @@ from gateway.ops import http
 from gateway.ops.http import HEAD_LIMIT, Request
 
 if TYPE_CHECKING:
-    from gateway.master.service import MasterParts
+    from gateway.master.parts import MasterParts
     from gateway.schema import Fields
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from gateway.master.relay import TABLE as RELAY_TABLE
 from gateway.master.sql import Sql
 
 if TYPE_CHECKING:
-    from gateway.master.service import MasterParts
+    from gateway.master.parts import MasterParts
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from gateway.master.service import MasterParts
+    from gateway.master.parts import MasterParts
 
 
 class MasterCollector:

@@ -75,3 +75,16 @@ def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     """PUBACK a QoS 1 message the worker has taken (nothing to send for QoS 0)."""
     if message.qos > 0:
         client._client.ack(message.mid, message.qos)
+
+
+def worker_link_settings(broker: Any, worker: str, suffix: str = "") -> LinkSettings:
+    """A worker's connection settings from its [broker] section; `suffix` tells its connections
+    apart (client ids are unique per broker)."""
+    password = None
+    if broker.password_file is not None:
+        from gateway.measurement.keyfile import read_password_file
+
+        password = read_password_file(broker.password_file)
+    return LinkSettings.from_url(broker.url, client_id=f"drgw-master-{worker}"[:56] + suffix,
+                                 ca=broker.ca, cert=broker.cert, key=broker.key,
+                                 username=broker.username, password=password)

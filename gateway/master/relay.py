@@ -32,7 +32,7 @@ from gateway.master.chain_link import MasterChain, take_lease
 from gateway.master.ledger import Alert
 
 if TYPE_CHECKING:
-    from gateway.master.service import MasterParts
+    from gateway.master.parts import MasterParts
 
 log = logging.getLogger(__name__)
 

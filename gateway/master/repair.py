@@ -24,7 +24,7 @@ from gateway.network import topics
 from gateway.network.payloads import dumps
 
 if TYPE_CHECKING:
-    from gateway.master.service import MasterParts
+    from gateway.master.parts import MasterParts
 
 log = logging.getLogger(__name__)
 COMMAND_LIFETIME_MS = 5 * 60_000

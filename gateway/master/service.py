@@ -19,130 +19,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import signal
-import socket
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import aiomqtt
 
 from gateway.clock import wall_ms
 from gateway.errors import DrgwError
 from gateway.master.fleet_state import parse_status
-from gateway.master.gaps import GapBook
-from gateway.master.ingest import Verifier, default_threads
-from gateway.master.ledger import Ledger
-from gateway.master.mqtt import acknowledge, acknowledge_when_taken, connect_properties
+from gateway.master.mqtt import (
+    RECEIVE_MAXIMUM,
+    acknowledge,
+    acknowledge_when_taken,
+    connect_properties,
+    worker_link_settings,
+)
+from gateway.master.mqtt_ingest import keep_ingesting
+from gateway.master.parts import MasterParts, build
 from gateway.master.repair import on_reply, run_repair
 from gateway.master.settings import MasterSettings
-from gateway.master.sql import Sql
 from gateway.master.verify import BatchCheck
-from gateway.measurement.eip712 import Domain
-from gateway.measurement.identity import GatewayKey
-from gateway.measurement.record import measurement_domain
 from gateway.network import topics
+from gateway.network.settings import LinkSettings
 from gateway.ops.sdnotify import Watchdog
 
-if TYPE_CHECKING:
-    from web3 import Web3
-
-    from gateway.master.chain_link import MasterChain
+__all__ = ["MasterParts", "MasterService", "build", "serve"]  # MasterParts and build: from .parts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 INGEST_RUN = 200  # payloads stored in one transaction at most
 QUEUE_MAX = 10_000  # payloads waiting for the database; the broker queues the rest (QoS 1)
 STALE_LINK_S = 60.0  # the watchdog stops pinging after this long without a broker session
-
-
-@dataclass
-class Counters:
-    """What this worker did since it started (the metrics and `drgw master status` read them)."""
-
-    payloads: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    resends: int = 0
-    replies: int = 0
-    alerts: dict[str, int] = field(default_factory=dict)
-    queued: int = 0  # payloads received and not yet stored (the ingest backlog)
-    connected: bool = False
-    disconnected_at: float = 0.0
-    db_error: str | None = None
-
-    def alerted(self, kinds: list[str]) -> None:
-        for kind in kinds:
-            self.alerts[kind] = self.alerts.get(kind, 0) + 1
-
-
-@dataclass
-class MasterParts:
-    """What the tasks share, built once by `build` (the composition root) and handed in."""
-
-    settings: MasterSettings
-    worker: str
-    sql: Sql
-    ledger: Ledger
-    gaps: GapBook
-    domain: Domain
-    operator: GatewayKey | None
-    db: ThreadPoolExecutor
-    verifier: Verifier
-    counters: Counters = field(default_factory=Counters)
-    client: aiomqtt.Client | None = None
-    chain: MasterChain | None = None  # [chain]: the Report relay and market operation
-
-    async def in_db(self, work: Callable[[], T]) -> T:
-        """Run `work` on the database thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.db, work)
-
-    async def close(self) -> None:
-        """Close the database on its own thread, after any read or write still running there."""
-        try:
-            await self.in_db(self.sql.close)
-        finally:
-            self.db.shutdown(wait=True)
-            self.verifier.close()
-
-
-def build(settings: MasterSettings, *, worker: str | None = None, w3: Web3 | None = None,
-          chain_thread: ThreadPoolExecutor | None = None) -> MasterParts:
-    """The parts; `w3` and `chain_thread` stand in for [chain] rpc (an embedded chain in tests)."""
-    from gateway.master.db_sqlite import open_sqlite
-
-    name = worker or settings.worker or f"{socket.gethostname()}-{os.getpid()}"
-    if settings.database_url is not None:
-        from gateway.master.db_postgres import open_postgres
-
-        sql: Sql = open_postgres(settings.database_url)
-    else:
-        assert settings.sqlite is not None
-        sql = open_sqlite(settings.sqlite)
-    ledger = Ledger(sql, worker=name)
-    operator = None
-    if settings.operator_key is not None:
-        from gateway.measurement.keyfile import load_key
-
-        operator = load_key(settings.operator_key, os.environ.get("DRGW_KEY_PASSWORD"))
-    domain = measurement_domain(settings.chain_id) if settings.chain_id else measurement_domain()
-    chain = None
-    if settings.chain is not None:  # Report relay and market operation (gateway/master/relay.py)
-        from gateway.master.chain_link import open_chain
-        from gateway.master.market_ops import create_tables
-
-        chain = open_chain(settings.chain, w3=w3, thread=chain_thread)
-        create_tables(sql)
-    return MasterParts(settings=settings, worker=name, sql=sql, ledger=ledger,
-                       gaps=GapBook(ledger, settings.repair), domain=domain, operator=operator,
-                       db=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drgw-master-db"),
-                       verifier=Verifier(domain, roster=settings.gateways,
-                                         threads=settings.verify_threads or default_threads()),
-                       chain=chain)
 
 
 class MasterService:
@@ -154,6 +63,8 @@ class MasterService:
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(queue_max)
         self.stopped = asyncio.Event()
         self.subscribed = asyncio.Event()
+        self._subscribed_links: set[str] = set()
+        self.meas_down_since: float | None = 0.0  # loop time the ingest connection went (None: up)
         self.watchdog = watchdog or Watchdog.from_environment(health=self.health,
                                                               status_line=self.status_line)
 
@@ -166,6 +77,9 @@ class MasterService:
             return f"database: {c.db_error}"
         if not c.connected and now - c.disconnected_at > STALE_LINK_S:
             return f"no broker session for {now - c.disconnected_at:.0f} s"
+        down = self.meas_down_since
+        if down is not None and now - down > STALE_LINK_S:
+            return f"no ingest connection to the broker for {now - down:.0f} s"
         return None
 
     def status_line(self) -> str:
@@ -178,10 +92,11 @@ class MasterService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        self.parts.counters.disconnected_at = loop.time()
+        self.parts.counters.disconnected_at = self.meas_down_since = loop.time()
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._link(), name="mqtt"),
+                         group.create_task(self._meas_link(), name="mqtt ingest"),
                          group.create_task(self._ingest(), name="ingest"),
                          group.create_task(run_repair(self.parts, self.stopped), name="repair"),
                          group.create_task(self._watchdog(), name="watchdog")]
@@ -250,21 +165,43 @@ class MasterService:
             # equal jitter, as the agent's link (docs/mqtt.md, "Connection")
             await asyncio.sleep(random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** attempt))
 
+    def _ready(self, which: str) -> None:
+        """`subscribed` once both connections are: what is published from then on is received."""
+        self._subscribed_links.add(which)
+        if self._subscribed_links >= {"session", "meas"}:
+            self.subscribed.set()
+
+    async def _meas_link(self) -> None:
+        """The measurement subscription on a connection of its own (gateway/master/mqtt_ingest.py)."""
+        group = self.parts.settings.broker.share_group
+
+        def up() -> None:
+            self.meas_down_since = None
+            self._ready("meas")
+
+        def down() -> None:
+            if self.meas_down_since is None:
+                self.meas_down_since = asyncio.get_running_loop().time()
+
+        await keep_ingesting(lambda: self._link_settings("-ingest"),
+                             f"$share/{group}/{topics.fleet_filter(topics.Kind.MEAS)}",
+                             self._take_meas, receive_maximum=RECEIVE_MAXIMUM, stopped=self.stopped,
+                             on_up=up, on_down=down)
+
+    async def _take_meas(self, name: str, payload: bytes) -> None:
+        parsed = topics.parse(name)
+        if parsed is not None and parsed.kind is topics.Kind.MEAS:
+            await self.queue.put((parsed.gw, payload))
+            self.parts.counters.queued = self.queue.qsize()
+
     def _broker_shown(self) -> str:
         return self.parts.settings.broker.url.rpartition("@")[2]
 
+    def _link_settings(self, suffix: str = "") -> LinkSettings:
+        return worker_link_settings(self.parts.settings.broker, self.parts.worker, suffix)
+
     def _client(self) -> aiomqtt.Client:
-        from gateway.network.settings import LinkSettings
-
-        b = self.parts.settings.broker
-        password = None
-        if b.password_file is not None:
-            from gateway.measurement.keyfile import read_password_file
-
-            password = read_password_file(b.password_file)
-        s = LinkSettings.from_url(b.url, client_id=f"drgw-master-{self.parts.worker}"[:64],
-                                  ca=b.ca, cert=b.cert, key=b.key, username=b.username,
-                                  password=password)
+        s = self._link_settings()
         # flow control: gateway/master/mqtt.py (unbounded here, bounded by Receive Maximum)
         client = aiomqtt.Client(
             s.broker.host, s.broker.port, identifier=s.client_id, username=s.username,
@@ -276,7 +213,7 @@ class MasterService:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         group = self.parts.settings.broker.share_group
-        await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.MEAS)}", qos=1)
+        # measurements: on their own connection (_meas_link)
         await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.HEALTH)}", qos=0)
         await client.subscribe(topics.fleet_filter(topics.Kind.STATUS), qos=1)
         await client.subscribe(topics.fleet_filter(topics.Kind.REPLY), qos=1)
@@ -284,7 +221,7 @@ class MasterService:
             await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.CHAIN)}", qos=1)
         self.parts.client = client
         self.parts.counters.connected = True
-        self.subscribed.set()
+        self._ready("session")
         log.warning("worker %s: subscribed at %s (share group %s)", self.parts.worker,
                     self._broker_shown(), group)
         async for message in client.messages:
@@ -295,10 +232,7 @@ class MasterService:
         parsed = topics.parse(name)
         if parsed is None:
             return
-        if parsed.kind is topics.Kind.MEAS:
-            await self.queue.put((parsed.gw, payload))
-            self.parts.counters.queued = self.queue.qsize()
-        elif parsed.kind is topics.Kind.STATUS:
+        if parsed.kind is topics.Kind.STATUS:
             await self._status(parsed.gw, payload)
         elif parsed.kind is topics.Kind.HEALTH:
             body = payload.decode("utf-8", "replace")[:16_384]

@@ -119,14 +119,20 @@ def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     return value
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise MeasurementFormatError(f"{where}: expected a string of at most {MAX_TEXT} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: not hashable as UTF-8
-        raise MeasurementFormatError(f"{where}: string is not valid Unicode") from None
-    return value
+def _text(value: Any, where: str, what: str = "", i: int | None = None) -> str:
+    """A short valid string. An error names `where`, then reading `i`'s `what` or `what`: the place
+    is written out only on failure (this runs for every reading the master ingests)."""
+    if isinstance(value, str) and len(value) <= MAX_TEXT:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: not hashable as UTF-8
+            problem = "string is not valid Unicode"
+    else:
+        problem = f"expected a string of at most {MAX_TEXT} characters"
+    place = where if not what else f"{where} reading {i} {what}" if i is not None \
+        else f"{where} {what}"
+    raise MeasurementFormatError(f"{place}: {problem}")
 
 
 def _uint(obj: dict[str, Any], key: str, where: str, maximum: int = _UINT64_MAX) -> int:
@@ -159,16 +165,20 @@ def _gateway(obj: dict[str, Any], where: str) -> str:
     return gateway
 
 
-def _reading(value: Any, where: str) -> ScaledReading:
+def _reading(value: Any, record: str, i: int) -> ScaledReading:
+    """Reading `i` of `record` (the place an error names, written out only on failure)."""
     if not isinstance(value, list) or len(value) != 4:
-        raise MeasurementFormatError(f"{where}: a reading is [name, value, unit, quality]")
+        raise MeasurementFormatError(f"{record} reading {i}: a reading is [name, value, unit, "
+                                     "quality]")
     name, scaled, unit, quality = value
     if not isinstance(scaled, int) or isinstance(scaled, bool) or not (
             INT256_MIN <= scaled <= INT256_MAX):
-        raise MeasurementFormatError(f"{where}: value must be an int256 (value x 10^3)")
+        raise MeasurementFormatError(f"{record} reading {i}: value must be an int256 "
+                                     "(value x 10^3)")
     if not isinstance(quality, int) or isinstance(quality, bool) or quality not in (0, 1, 2):
-        raise MeasurementFormatError(f"{where}: quality must be 0 (ok), 1 (stale) or 2 (error)")
-    return ScaledReading(_text(name, f"{where} name"), scaled, _text(unit, f"{where} unit"),
+        raise MeasurementFormatError(f"{record} reading {i}: quality must be 0 (ok), 1 (stale) or "
+                                     "2 (error)")
+    return ScaledReading(_text(name, record, "name", i), scaled, _text(unit, record, "unit", i),
                          quality)
 
 
@@ -181,9 +191,9 @@ def _record(obj: Any, gateway: str, where: str) -> SignedMeasurement:
     if len(raw) > MAX_READINGS:
         raise MeasurementFormatError(f"{where}: more than {MAX_READINGS} readings")
     m = Measurement(
-        gateway=gateway, device=_text(_field(obj, "dev", str, where), f"{where} field 'dev'"),
+        gateway=gateway, device=_text(_field(obj, "dev", str, where), where, "field 'dev'"),
         seq=seq, time_ms=_uint(obj, "t", where), clock_synced=_field(obj, "sync", bool, where),
-        readings=tuple(_reading(r, f"{where} reading {i}") for i, r in enumerate(raw)),
+        readings=tuple(_reading(r, where, i) for i, r in enumerate(raw)),
         prev_hash=_hex(obj, "prev", 32, where))
     return SignedMeasurement(measurement=m, signature=_hex(obj, "sig", 65, where),
                              leaf=struct_hash(m))

@@ -139,3 +139,18 @@ def test_mutated_valid_payloads_raise_only_our_error(data: st.DataObject) -> Non
 def test_deep_nesting_is_our_error() -> None:
     with pytest.raises(MeasurementFormatError):
         decode_batch(b"[" * 100_000)
+
+
+@pytest.mark.parametrize(("reading", "message"), [
+    (["p", 1, "W" * (MAX_TEXT + 1), 0],
+     "batch record 1 (seq 7) reading 1 unit: expected a string of at most 64 characters"),
+    (["\ud800", 1, "W", 0], "batch record 1 (seq 7) reading 1 name: string is not valid Unicode"),
+    ([7, 1, "W", 0], "batch record 1 (seq 7) reading 1 name: expected a string of at most 64"),
+])
+def test_a_bad_name_or_unit_is_placed_by_record_seq_and_reading(reading: list[object],
+                                                                message: str) -> None:
+    batch = json.loads(encode_batch([sample(), sample()]))
+    batch["m"][1]["r"].append(reading)
+    with pytest.raises(MeasurementFormatError) as caught:
+        decode_batch(json.dumps(batch).encode())
+    assert str(caught.value).startswith(message)
