@@ -8,12 +8,15 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 
 from gateway.network.errors import translate
 from gateway.network.settings import LinkSettings
+
+if TYPE_CHECKING:
+    from gateway.master.settings import BrokerSettings
 
 
 @contextlib.asynccontextmanager
@@ -77,7 +80,7 @@ def acknowledge(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         client._client.ack(message.mid, message.qos)
 
 
-def worker_link_settings(broker: Any, worker: str, suffix: str = "") -> LinkSettings:
+def worker_link_settings(broker: BrokerSettings, worker: str, suffix: str = "") -> LinkSettings:
     """A worker's connection settings from its [broker] section; `suffix` tells its connections
     apart (client ids are unique per broker)."""
     password = None

@@ -33,11 +33,13 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 
+from gateway.network.pacing import BackoffPolicy
 from gateway.network.settings import LinkSettings
 
 log = logging.getLogger(__name__)
 
 MAX_PACKET = 16 * 1024 * 1024  # a 10,000-record batch is ~4 MB (gateway/measurement/wire.py)
+RECONNECT = BackoffPolicy(cap_s=30.0)  # a worker's connections: equal jitter (docs/mqtt.md)
 PAUSE_AT = 4096  # messages received and not yet taken before the socket is no longer read
 PUBLISH, CONNACK, SUBACK, PINGRESP, DISCONNECT = 3, 2, 9, 13, 14
 _PINGREQ = b"\xc0\x00"
@@ -104,14 +106,15 @@ class IngestProtocol(asyncio.Protocol):
     """The receiving side. `messages` holds (topic, payload, packet id or 0) in arrival order."""
 
     def __init__(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
         self._buf = bytearray()
         self.messages: collections.deque[tuple[str, bytes, int]] = collections.deque()
         self.arrived = asyncio.Event()
-        self.connack: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.suback: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.connack: asyncio.Future[bytes] = loop.create_future()
+        self.suback: asyncio.Future[bytes] = loop.create_future()
+        self.closed: asyncio.Future[str] = loop.create_future()
         self.transport: asyncio.Transport | None = None
-        self.heard = asyncio.get_running_loop().time()
+        self.heard = loop.time()
         self._acks: list[int] = []
         self.paused = False
 
@@ -123,7 +126,7 @@ class IngestProtocol(asyncio.Protocol):
         self.end(f"connection lost ({exc})" if exc else "the broker closed the connection")
 
     def data_received(self, data: bytes) -> None:
-        self.heard = asyncio.get_running_loop().time()
+        self.heard = self._loop.time()
         self._buf += data
         try:
             self._parse()
@@ -133,7 +136,7 @@ class IngestProtocol(asyncio.Protocol):
     def ack(self, packet_id: int) -> None:
         """PUBACK this message (sent with the others of this loop turn)."""
         if not self._acks:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._acks.append(packet_id)
 
     def _flush(self) -> None:
@@ -296,8 +299,8 @@ async def _ping(protocol: IngestProtocol, keepalive: int) -> None:
 async def keep_ingesting(settings: Callable[[], LinkSettings], topic_filter: str, deliver: Deliver,
                          *, receive_maximum: int, stopped: asyncio.Event,
                          on_up: Callable[[], None], on_down: Callable[[], None]) -> None:
-    """`ingest_session` again after each failure, with the agent link's backoff (equal jitter,
-    docs/mqtt.md "Connection"), until `stopped`; `on_up` once subscribed, `on_down` when it ends."""
+    """`ingest_session` again after each failure, with the worker session's backoff (RECONNECT),
+    until `stopped`; `on_up` once subscribed, `on_down` when it ends."""
     attempt = 0
 
     def subscribed() -> None:
@@ -314,4 +317,4 @@ async def keep_ingesting(settings: Callable[[], LinkSettings], topic_filter: str
             log.warning("broker %s, ingest connection: %s; reconnecting", s.broker, exc)
         on_down()
         attempt += 1
-        await asyncio.sleep(random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** attempt))
+        await asyncio.sleep(RECONNECT.delay(attempt, random.random()))

@@ -36,7 +36,7 @@ from gateway.master.mqtt import (
     connect_properties,
     worker_link_settings,
 )
-from gateway.master.mqtt_ingest import keep_ingesting
+from gateway.master.mqtt_ingest import RECONNECT, keep_ingesting
 from gateway.master.parts import MasterParts, build
 from gateway.master.repair import on_reply, run_repair
 from gateway.master.settings import MasterSettings
@@ -163,7 +163,7 @@ class MasterService:
                 self.parts.counters.disconnected_at = asyncio.get_running_loop().time()
             attempt += 1
             # equal jitter, as the agent's link (docs/mqtt.md, "Connection")
-            await asyncio.sleep(random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** attempt))
+            await asyncio.sleep(RECONNECT.delay(attempt, random.random()))
 
     def _ready(self, which: str) -> None:
         """`subscribed` once both connections are: what is published from then on is received."""

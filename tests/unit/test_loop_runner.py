@@ -392,6 +392,19 @@ def test_an_event_cancelled_or_modified_while_its_levers_are_read_is_taken_as_it
         assert act.checker.required_wh == 4000 * 60 * 0.95 / 3600  # award x 60 s x (1 - 5 %)
 
 
+def refuse_writes(home: Points, refusals: dict[tuple[str, str, float], int]) -> None:
+    """`home` answers "no answer" to each (device, point, value) write that many times first."""
+    fast_write = home.write
+
+    async def busy_write(device: str, name: str, value: float) -> None:
+        if refusals.get((device, name, value), 0) > 0:
+            refusals[(device, name, value)] -= 1
+            raise DeviceError(f"{device}: no answer within 67 ms")
+        await fast_write(device, name, value)
+
+    home.write = busy_write  # type: ignore[method-assign]
+
+
 def test_a_restore_the_bus_refuses_once_is_tried_again(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A device busy for a moment when the window ends (seen in tests/e2e/test_openadr.py: both
@@ -402,16 +415,7 @@ def test_a_restore_the_bus_refuses_once_is_tried_again(tmp_path: Path,
     rig.aggregator_event(start=T0 + 400, end=T0 + 460, target_w=4500)  # no lever given back
     asyncio.run(rig.run_until(T0 + 459))
     assert rig.points.values == {("ev", "limit"): 6.0, ("boiler", "on"): 0.0}  # both shed
-    refusals = {("boiler", "on", 1.0): 1, ("ev", "limit", 10.0): 2}
-    fast_write = rig.points.write
-
-    async def busy_write(device: str, name: str, value: float) -> None:
-        if refusals.get((device, name, value), 0) > 0:
-            refusals[(device, name, value)] -= 1
-            raise DeviceError(f"{device}: no answer within 67 ms")
-        await fast_write(device, name, value)
-
-    rig.points.write = busy_write  # type: ignore[method-assign]
+    refuse_writes(rig.points, {("boiler", "on", 1.0): 1, ("ev", "limit", 10.0): 2})
     asyncio.run(rig.run_until(T0 + 465))
     assert rig.points.values == {("ev", "limit"): 10.0, ("boiler", "on"): 1.0}
     restores = [a for a in rig.journal.actions("agg-1") if a.reason == "restore after the window"]
@@ -422,16 +426,7 @@ def test_a_shed_the_device_refuses_is_tried_again_and_never_restored_unshed(tmp_
     """The boiler's relay refuses switching off once: the policy must not believe it off (it would
     neither try again nor be right to "restore" it after the window)."""
     rig = Rig(tmp_path)
-    refusals = {("boiler", "on", 0.0): 1}
-    fast_write = rig.points.write
-
-    async def busy_write(device: str, name: str, value: float) -> None:
-        if refusals.get((device, name, value), 0) > 0:
-            refusals[(device, name, value)] -= 1
-            raise DeviceError(f"{device}: no answer within 67 ms")
-        await fast_write(device, name, value)
-
-    rig.points.write = busy_write  # type: ignore[method-assign]
+    refuse_writes(rig.points, {("boiler", "on", 0.0): 1})
     rig.aggregator_event(start=T0 + 400, end=T0 + 460, target_w=4500)
     asyncio.run(rig.run_until(T0 + 459))
     assert rig.points.values == {("ev", "limit"): 6.0, ("boiler", "on"): 0.0}  # shed in the end
