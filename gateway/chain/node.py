@@ -27,16 +27,38 @@ class ChainNode:
     def latest_timestamp(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
-    def set_next_timestamp(self, timestamp: int) -> None:
-        """Make the next block carry `timestamp` (or the earliest valid time after the last block)."""
+    def set_next_timestamp(self, timestamp: int, *, hold: bool = False) -> None:
+        """Make the next block carry `timestamp` (or the earliest valid time after the last block).
+
+        On anvil the blocks after the pinned one are stamped by anvil's wall clock, so under load a
+        transaction meant for that moment can land a second or more later (seed 003's example
+        announces exactly at the lockout's edge, and was refused so). With `hold`, anvil keeps
+        stamping every block with `timestamp` until the next call or `release_clock`
+        (anvil_setBlockTimestampInterval 0). The embedded chain ignores `hold`: its blocks are
+        one second apart whatever the wall clock does."""
         latest = self.latest_timestamp()
-        if timestamp <= latest + 1:
-            return  # the next block gets latest + 1 by itself
         if self.tester is not None:
-            self.tester.time_travel(timestamp)  # mines an empty block at timestamp - 1
-        else:  # anvil: mine an empty block at timestamp, as eth_estimateGas runs on the latest
-            self.w3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])  # type: ignore[arg-type]
-            self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            if timestamp > latest + 1:
+                self.tester.time_travel(timestamp)  # mines an empty block at timestamp - 1
+            return
+        if timestamp > latest + (0 if hold else 1):
+            # an empty block at `timestamp`, as eth_estimateGas runs on the latest block
+            self._rpc("evm_setNextBlockTimestamp", timestamp)
+            self._rpc("evm_mine")
+        if hold:
+            self._rpc("anvil_setBlockTimestampInterval", 0)
+
+    def release_clock(self) -> None:
+        """Undo `set_next_timestamp(..., hold=True)`: anvil's blocks follow its clock again."""
+        if self.tester is None:
+            self._rpc("anvil_removeBlockTimestampInterval")
+
+    def _rpc(self, method: str, *params: Any) -> Any:
+        reply = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+        if reply.get("error"):
+            raise ConfigError(f"the chain node refused {method}: {reply['error']} (anvil, or a "
+                              "node with its test methods, is needed for this)")
+        return reply.get("result")
 
     def set_clock_lag(self, lag_s: int) -> None:
         """From the next block on, blocks carry the wall-clock time less `lag_s` (an embedded chain

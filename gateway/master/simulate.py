@@ -88,8 +88,19 @@ def simulate(scenario: Scenario, *, node: ChainNode | None = None,
     with funded accounts, e.g. anvil) and return the settlement and each phase's seconds."""
     timer = PhaseTimer(clock)
     t0 = clock()
+    chain = node or embedded()
+    try:
+        result = _run(scenario, chain, timer)
+    finally:
+        chain.release_clock()  # a node the caller gave follows its own clock again
+    timings = {**{p: timer.seconds.get(p, 0.0) for p in PHASES}, "total": clock() - t0}
+    return replace(result, timings=timings)
+
+
+def _run(scenario: Scenario, node: ChainNode, timer: PhaseTimer) -> SimulationResult:
+    """The simulation itself, its phases timed by `timer`."""
     with timer("setup"):
-        run = Run(scenario, node or embedded())
+        run = Run(scenario, node)
         client = run.setup()
     chain_ids, window, cleared = _window(run, client, timer)
     state = client.window(window)
@@ -106,10 +117,8 @@ def simulate(scenario: Scenario, *, node: ChainNode | None = None,
         still_open = [(b, chain_ids[b.key]) for b in scenario.bids
                       if rows[chain_ids[b.key]]["state"] in (clearing.BID_OPEN, clearing.BID_SEALED)]
         money[1].extend(client.events("BidWithdrawn", run.withdraw(still_open)))
-        result = _result(run, client, window, chain_ids, model, rows, delivered,
-                         money, client.events("CommitmentUnrevealed", cleared))
-    timings = {**{p: timer.seconds.get(p, 0.0) for p in PHASES}, "total": clock() - t0}
-    return replace(result, timings=timings)
+        return _result(run, client, window, chain_ids, model, rows, delivered,
+                       money, client.events("CommitmentUnrevealed", cleared))
 
 
 def _window(run: Run, client: MarketClient,

@@ -79,7 +79,9 @@ class Run:
         self.market_data: Calldata | None = None
 
     def at(self, t: int) -> None:
-        self.node.set_next_timestamp(t + self.offset)
+        """The chain's clock at scenario time `t` until the next step (held there on anvil, so a
+        step's transactions do not slip past a deadline while a loaded machine sends them)."""
+        self.node.set_next_timestamp(t + self.offset, hold=True)
 
     def tx_totals(self) -> tuple[int, int, int]:
         """(transactions, gas used, the most gas one transaction used)."""

@@ -102,3 +102,40 @@ def test_node_killed_and_restarted_during_report_submission(anvil, market_class,
     assert outbox.tx_state(kept.tx_hash) == "mined" and outbox.tx_totals()[0] == 1
     outbox.close()
 
+
+
+def _send_value(node, to: str) -> int:
+    """A plain transfer from the first funded account; the timestamp of the block it landed in."""
+    from eth_account import Account
+
+    sender = Account.from_key(node.funded_keys[0])
+    w3 = node.w3
+    tx = {"to": to, "value": 1, "gas": 21_000, "gasPrice": w3.eth.gas_price, "chainId": w3.eth.chain_id,
+          "nonce": w3.eth.get_transaction_count(sender.address)}
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
+    return int(w3.eth.get_block(receipt["blockNumber"])["timestamp"])
+
+
+def test_a_held_clock_keeps_the_pinned_time_while_the_wall_clock_moves_on(anvil) -> None:
+    """What made seed 003's example flaky on a loaded machine: after set_next_timestamp(T) anvil
+    stamps the following blocks by its clock, so an announce meant for T landed at T + 1. Here
+    evm_increaseTime stands in for the seconds a loaded machine takes (anvil's clock moves on
+    by 5 s): held, the transactions still land at T; released, they follow anvil's clock."""
+    node = anvil.node()
+    to = "0x000000000000000000000000000000000000dEaD"
+    target = node.latest_timestamp() + 1000
+    node.set_next_timestamp(target)
+    node.w3.provider.make_request("evm_increaseTime", [5])
+    assert _send_value(node, to) >= target + 5  # not held: the moved clock decides
+
+    target += 1000
+    node.set_next_timestamp(target, hold=True)
+    node.w3.provider.make_request("evm_increaseTime", [5])
+    assert [_send_value(node, to) for _ in range(3)] == [target] * 3
+    node.set_next_timestamp(target + 1, hold=True)  # a step one second on is pinned too
+    assert _send_value(node, to) == target + 1
+
+    node.release_clock()
+    node.w3.provider.make_request("evm_increaseTime", [5])
+    assert _send_value(node, to) >= target + 6
