@@ -105,11 +105,18 @@ def workers(setup: Setup, n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
                 break
             time.sleep(0.1)
         yield procs
-    finally:
+    finally:  # never leave a worker behind, stopped (SIGSTOP) or slow to stop
         for p in procs:
+            p.send_signal(signal.SIGCONT)
             p.terminate()
         for p in procs:
-            p.wait(timeout=60)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                print(f"bench: worker {p.pid} did not stop within 60 s of SIGTERM: killed",
+                      file=sys.stderr)
+                p.kill()
+                p.wait()
 
 
 def wait(predicate: Any, timeout: float, what: str) -> None:

@@ -45,6 +45,12 @@ _RUNS = """SELECT seq, nxt FROM (SELECT seq, LAG(seq) OVER (ORDER BY seq) AS prv
 _OPEN = """INSERT INTO gaps (gw, seq_from, seq_to, state, detected_ms, next_try_ms)
     SELECT ?, ?, ?, 'open', ?, ? WHERE NOT EXISTS (SELECT 1 FROM gaps WHERE gw = ?
     AND seq_from <= ? AND seq_to >= ?) ON CONFLICT (gw, seq_from) DO NOTHING"""
+# Stored neighbours in [watermark, top] that do not chain (prev of seq + 1 <> leaf of seq). Run after
+# _RUNS: every record up to `top` was committed before that statement, so this one sees them all.
+# Both sides are bounded, so either may be the planner's outer loop over an index range.
+_BREAKS = """SELECT b.seq FROM measurements a JOIN measurements b ON b.gw = a.gw AND b.seq = a.seq + 1
+    WHERE a.gw = ? AND a.seq >= ? AND a.seq < ? AND b.seq > ? AND b.seq <= ? AND b.prev <> a.leaf
+    ORDER BY b.seq"""
 # Raise the watermark only if no write lowered it since the scan read it (compare-and-set): a
 # batch stored meanwhile below the top the scan saw is scanned again by the next scan.
 _ADVANCE = ("UPDATE gateways SET contiguous_to = ? WHERE gw = ? AND contiguous_to = ? "
@@ -83,7 +89,9 @@ class GapBook:
         before the first hole not recorded lost (or to the top seen). Everything comes from one
         snapshot and the raise is a compare-and-set: another worker's store landing between these
         statements (shared subscriptions: it holds this gateway's neighbouring batch) must not be
-        passed over unscanned (tests/integration/master/test_master_orders.py)."""
+        passed over unscanned (tests/integration/master/test_master_orders.py). The links of the
+        records the watermark passes are audited on the way (two workers storing neighbours at
+        once cannot see each other's rows): a pair that does not chain is a chain_break alert."""
         raw, _ = self.sql.run(_RUNS, [gw, watermark])
         runs = [(int(seq), None if nxt is None else int(nxt)) for seq, nxt in raw]
         if not runs:
@@ -96,7 +104,13 @@ class GapBook:
             if settled_to is None and not self._lost(gw, lo, hi):
                 settled_to = lo - 1
         top = runs[-1][0] if settled_to is None else settled_to
-        self.sql.run(_ADVANCE, [top, gw, watermark, top])
+        breaks, _ = (self.sql.run(_BREAKS, [gw, watermark, top, watermark, top]) if top > watermark
+                     else ([], 0))
+        _, raised = self.sql.run(_ADVANCE, [top, gw, watermark, top])
+        if raised:  # else a store lowered the watermark meanwhile: the next scan audits again
+            alerts += [Alert(gw, "chain_break", f"seq {seq} does not chain to seq {seq - 1} (both "
+                             "signed by the gateway, stored by two workers at once): check the "
+                             "gateway's store for a restored backup") for (seq,) in breaks]
         return alerts
 
     def _open(self, gw: str, lo: int, hi: int, now_ms: int) -> list[Alert]:
@@ -201,10 +215,3 @@ class GapBook:
                             "WHERE cmd_id = ?", [queued, error, cmd_id])
         return n > 0
 
-    def audit(self) -> list[tuple[str, int]]:
-        """Stored neighbours that do not chain (seq, seq + 1 with prev != leaf): stored by two
-        workers at once, so neither transaction saw the other. Each is a chain_break to explain."""
-        rows, _ = self.sql.run(
-            "SELECT b.gw, b.seq FROM measurements a JOIN measurements b ON b.gw = a.gw AND "
-            "b.seq = a.seq + 1 WHERE b.prev <> a.leaf")
-        return [(str(gw), int(seq)) for gw, seq in rows]

@@ -11,8 +11,9 @@ alerts, one upsert of the gateways' counts; rows go in (gw, seq) order, so two w
 in the same order and never wait on each other in a circle.
 Each write lowers the gateway's gap-scan watermark to just below its lowest new record, so a batch
 that reaches one worker after a later batch reached another is still scanned for gaps before it.
-Two workers storing neighbours at the same moment cannot see each other; the gap book's audit
-(gateway/master/gaps.py) checks those links again once both are stored.
+Two workers storing neighbours at the same moment cannot see each other; the gap scan
+(gateway/master/gaps.py) checks those links again once both are stored, before its watermark
+passes them.
 """
 
 from __future__ import annotations

@@ -53,14 +53,12 @@ async def run_repair(parts: MasterParts, stopped: asyncio.Event) -> None:
 
 
 def _scan_and_claim(parts: MasterParts) -> list[Claim]:
-    """Scan, audit and lease. A worker with an ingest backlog leases nothing: its missing records
-    are likely still in its own queue, and resends would only add to the backlog (a storm)."""
+    """Scan (new gaps, and the links of the records stored since the last scan) and lease. A
+    worker with an ingest backlog leases nothing: its missing records are likely still in its own
+    queue, and resends would only add to the backlog (a storm)."""
     now = wall_ms()
     alerts = parts.gaps.scan(now_ms=now)
     parts.counters.alerted([a.kind for a in alerts])
-    for gw, seq in parts.gaps.audit():
-        log.error("chain break at %s seq %d: two stored records do not chain (signed by the "
-                  "gateway's key): check the gateway's store for a restored backup", gw, seq)
     if parts.counters.queued > BACKLOG_NO_REPAIR:
         return []
     return parts.gaps.claim(now_ms=now)

@@ -195,7 +195,7 @@ def struct_hash(m: Measurement) -> bytes:
     for name, value, unit, quality in m.readings:  # hashStruct(Reading) of each, then keccak of them all
         head, tail = _reading_frame(name, unit, quality)
         items.append(keccak256(head + _int256(name, value) + tail))
-    return _record_hash(m, keccak256(b"".join(items)))
+    return record_hash(m, keccak256(b"".join(items)))
 
 
 def _int256(name: str, value: int) -> bytes:
@@ -205,7 +205,7 @@ def _int256(name: str, value: int) -> bytes:
         raise ValueError(f"reading {name!r}: {value} does not fit int256") from None
 
 
-def _record_hash(m: Measurement, readings_hash: bytes) -> bytes:
+def record_hash(m: Measurement, readings_hash: bytes) -> bytes:
     """hashStruct(Measurement) given the hash of its Reading[] (keccak of the element hashes)."""
     return keccak256(
         _record_head(m.gateway, m.device) + enc_uint(m.seq, 64) + enc_uint(m.time_ms, 64)
@@ -243,7 +243,7 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
                 scaled, quality = exact, codes[q]
             r = make(ScaledReading, (name, scaled, unit, quality))  # ScaledReading(...) minus a frame
         out.append(r)
-        head, tail, json_head, json_tail = _reading_frames(name, unit, quality)
+        head, tail, json_head, json_tail = reading_frames(name, unit, quality)
         try:
             append(hash_(head + scaled.to_bytes(32, "big", signed=True) + tail).digest())
         except OverflowError:
@@ -253,7 +253,7 @@ def _scale_and_hash(readings: Iterable[Reading | ScaledReading]) -> tuple[
 
 
 @lru_cache(maxsize=4096)
-def _reading_frames(name: str, unit: str, quality: int) -> tuple[bytes, bytes, str, str]:
+def reading_frames(name: str, unit: str, quality: int) -> tuple[bytes, bytes, str, str]:
     """_reading_frame and reading_json_frame in one lookup."""
     return _reading_frame(name, unit, quality) + reading_json_frame(name, unit, quality)
 
@@ -342,6 +342,6 @@ class MeasurementChain:
                         time_ms=time_ms, clock_synced=clock_synced,
                         readings=scaled, prev_hash=self.last_hash,
                         readings_json=(scaled, readings_json))
-        leaf = _record_hash(m, readings_hash)  # validates ranges before the chain moves on
+        leaf = record_hash(m, readings_hash)  # validates ranges before the chain moves on
         self.last_seq, self.last_hash = m.seq, leaf
         return m, leaf
