@@ -350,6 +350,26 @@ def throughput_rows(args: argparse.Namespace, stack: ExitStack, root: Path,
     return out
 
 
+def scaling(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each backend's n-worker median against its 1-worker median: the wall-clock speedup, and the
+    CPU efficiency (records per worker CPU-second, all workers together, over the one worker's).
+    n x efficiency is the speedup n workers would give with the cores to run each as the one
+    worker ran; on a machine where one worker already keeps most cores busy, only the wall-clock
+    figure is measured, the other is that arithmetic."""
+    def per_cpu(row: dict[str, Any]) -> float:
+        return float(row["records"] / max(sum(row["worker_cpu_s"]), 1e-3))
+
+    out = []
+    for one in (r for r in rows if r["workers"] == 1):
+        for row in (r for r in rows if r["backend"] == one["backend"] and r["workers"] > 1):
+            efficiency = per_cpu(row) / per_cpu(one)
+            out.append({"backend": row["backend"], "workers": row["workers"],
+                        "wall_speedup": round(row["median_total_rps"] / one["median_total_rps"], 2),
+                        "cpu_efficiency": round(efficiency, 3),
+                        "speedup_given_the_cores": round(row["workers"] * efficiency, 2)})
+    return out
+
+
 def main() -> None:
     args = arguments()
     backends = args.backends.split(",")
@@ -361,6 +381,7 @@ def main() -> None:
             print(json.dumps(report["profile"]), file=sys.stderr)
         if not args.skip_throughput:
             report["throughput"] = throughput_rows(args, stack, Path(tmp), pg)
+            report["scaling"] = scaling(report["throughput"])
         if not args.skip_soak:
             for backend in backends:
                 setup = Setup(stack, Path(tmp), backend, pg, f"s_{backend}")

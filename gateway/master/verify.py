@@ -40,6 +40,7 @@ MAX_QUARANTINED_BYTES = 64 * 1024  # of a malformed payload kept as evidence
 _MAX_DEPTH = 8  # as wire.py's guard: our payloads nest 4 deep
 _HALF_N = SECP256K1_N // 2  # EIP-2: s above n/2 is refused
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'[]{}"')
 _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
@@ -121,7 +122,13 @@ def _parsed_json(payload: bytes) -> bytes | dict[str, Any]:
     unpaired quote can only hide brackets the scanner never reaches (an unterminated string)."""
     if b"\\" in payload:
         return payload
-    skeleton = b"".join(payload.split(b'"')[::2]).translate(None, _NOT_BRACKET)
+    # The payload cut down to its quotes and brackets: when no string holds a bracket, each
+    # string is an adjacent quote pair there, and one left-to-right pass removing pairs leaves no
+    # quote exactly when every string (quote 2k-1 to quote 2k) is bracket-free; what is left is
+    # then the nesting. Otherwise the strings are cut out one by one.
+    skeleton = payload.translate(None, _NOT_BRACKET_OR_QUOTE).replace(b'""', b"")
+    if b'"' in skeleton:
+        skeleton = b"".join(payload.split(b'"')[::2]).translate(None, _NOT_BRACKET)
     if max(accumulate(array("b", skeleton.translate(_BRACKET_STEP))), default=0) > _MAX_DEPTH:
         return payload
     try:

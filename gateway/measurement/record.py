@@ -264,7 +264,12 @@ def reading_frames(name: str, unit: str, quality: int) -> tuple[bytes, bytes, st
 # each (names, units and devices repeat); numbers are ints, written with "%d".
 @lru_cache(maxsize=4096)
 def json_string(text: str) -> str:
-    """`text` as a JSON string, as json.dumps(text, ensure_ascii=False) writes it."""
+    """`text` as a JSON string, as json.dumps(text, ensure_ascii=False) writes it. Printable ASCII
+    without a quote or a backslash is written as it is (json.dumps escapes only those two and
+    the control characters, RFC 8259 section 7): a gateway's address or a device's name, once a
+    record, on the master's ingest path."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
     return json.dumps(text, ensure_ascii=False)
 
 
