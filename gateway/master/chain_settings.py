@@ -25,6 +25,9 @@ class ChainSettings:
     batch_max: int  # Reports in one submitReports transaction at most
 
 
+MQTT_FEED = "mqtt:"  # price_feed = "mqtt:TOPIC": the retained message there is the feed
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MarketOps:
     """When the service sets a window: a feed slot whose |real-time - retail| price reaches
@@ -32,7 +35,7 @@ class MarketOps:
     from the chain's clock. Prices in micro-currency/kWh, omega in mtok/kWh per kW (the contract's
     units, docs/market.md)."""
 
-    feed: str  # a .csv or .json file, or an http(s):// URL serving either
+    feed: str  # a .csv or .json file, an http(s):// URL serving either, or mqtt:TOPIC
     retail_micro: int
     threshold_micro: int
     omega_milli: int
@@ -43,6 +46,11 @@ class MarketOps:
     horizon_s: int
     poll_ms: int
     claims: bool  # send claim(household) for the window's households after the check
+
+    @property
+    def feed_topic(self) -> str | None:
+        """The broker topic of an `mqtt:TOPIC` feed (its retained message is the feed), else None."""
+        return self.feed[len(MQTT_FEED):] if self.feed.startswith(MQTT_FEED) else None
 
 
 def parse_chain(f: Fields, *, base: Path) -> ChainSettings | None:
@@ -73,7 +81,12 @@ def parse_market(f: Fields, *, base: Path) -> MarketOps | None:
     if feed is None:
         f.reject_unknown()
         return None
-    if not feed.startswith(("http://", "https://")):
+    if feed.startswith(MQTT_FEED):
+        topic = feed[len(MQTT_FEED):]
+        if not topic or any(c in topic for c in "+#\0") or len(topic.encode()) > 1024:
+            f.fail("price_feed", f"{feed!r}: an MQTT feed is mqtt:TOPIC, one topic without "
+                   "wildcards (+ #), e.g. mqtt:drgw/v1/market/prices")
+    elif not feed.startswith(("http://", "https://")):
         feed = str(_rel(base, feed))
     retail = f.require_number("retail", minimum=0, maximum=100, unit="currency/kWh")
     out = MarketOps(

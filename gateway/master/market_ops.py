@@ -96,7 +96,10 @@ async def operate_once(parts: MasterParts) -> list[dict[str, Any]]:
     """One round: move every open window one step, then announce the next one worth it."""
     chain, ops = parts.chain, parts.settings.market
     assert chain is not None and ops is not None
-    slots = await asyncio.to_thread(read_feed, ops.feed)
+    if parts.price_topic is not None:  # mqtt:TOPIC: the newest message that parsed
+        slots = parts.price_topic.slots
+    else:
+        slots = await asyncio.to_thread(read_feed, ops.feed)
     rows = await parts.in_db(lambda: _open_rows(parts.sql))
     changes = await chain.run(lambda: _step(chain, ops, rows, slots))
     await parts.in_db(lambda: _save(parts.sql, changes))

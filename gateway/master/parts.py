@@ -16,6 +16,7 @@ import aiomqtt
 from gateway.master.gaps import GapBook
 from gateway.master.ingest import Verifier, default_threads
 from gateway.master.ledger import Ledger
+from gateway.master.price_feed import TopicFeed
 from gateway.master.settings import MasterSettings
 from gateway.master.sql import Sql
 from gateway.measurement.eip712 import Domain
@@ -67,6 +68,7 @@ class MasterParts:
     counters: Counters = field(default_factory=Counters)
     client: aiomqtt.Client | None = None
     chain: MasterChain | None = None  # [chain]: the Report relay and market operation
+    price_topic: TopicFeed | None = None  # [market] price_feed = "mqtt:TOPIC"
 
     async def in_db(self, work: Callable[[], T]) -> T:
         """Run `work` on the database thread."""
@@ -113,4 +115,9 @@ def build(settings: MasterSettings, *, worker: str | None = None, w3: Web3 | Non
                        db=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drgw-master-db"),
                        verifier=Verifier(domain, roster=settings.gateways,
                                          threads=settings.verify_threads or default_threads()),
-                       chain=chain)
+                       chain=chain, price_topic=_topic_feed(settings))
+
+
+def _topic_feed(settings: MasterSettings) -> TopicFeed | None:
+    topic = None if settings.market is None else settings.market.feed_topic
+    return None if topic is None else TopicFeed(topic)

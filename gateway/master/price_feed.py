@@ -8,7 +8,9 @@ Two formats, read strictly (a bad row names the source, the row and the fix):
 
 `start` is unix seconds or ISO 8601 with a zone; `realtime` is currency/kWh, as the retail price
 in the master's [market] (docs/market.md, "Units"). The source is a file (read again each poll,
-so an upstream process may rewrite it) or an http(s) URL serving either format.
+so an upstream process may rewrite it), an http(s) URL serving either format, or a topic on the
+master's broker (`mqtt:TOPIC`): each message there, normally retained so that a worker gets the
+current one when it subscribes, replaces the feed (`TopicFeed`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_S = 10.0
 
@@ -53,6 +58,30 @@ def read_feed(source: str) -> list[PriceSlot]:
         raise FeedError(f"price feed {source}: cannot read it ({exc}); check [market] "
                         "price_feed") from None
     return parse_feed(text, source=source)
+
+
+class TopicFeed:
+    """The feed of an `mqtt:TOPIC` source: the slots of the newest message that parsed. A message
+    that does not parse is refused with its reason and the last good slots stay, as a file that
+    an upstream process left half-written would only delay the next round."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.slots: list[PriceSlot] = []
+        self.received = 0  # messages that parsed
+        self.error: str | None = None  # why the newest message was refused, None once one parses
+
+    def take(self, payload: bytes) -> None:
+        """One message of the topic (raises nothing: a bad one is logged and kept as `error`)."""
+        try:
+            self.slots = parse_feed(payload.decode("utf-8"), source=f"price feed topic {self.topic}")
+        except (FeedError, UnicodeDecodeError) as exc:
+            self.error = str(exc) if isinstance(exc, FeedError) else (
+                f"price feed topic {self.topic}: the message is not UTF-8 text ({exc})")
+            log.error("%s; the last good feed (%d slots) stays", self.error, len(self.slots))
+            return
+        self.received += 1
+        self.error = None
 
 
 def parse_feed(text: str, *, source: str) -> list[PriceSlot]:

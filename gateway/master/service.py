@@ -219,6 +219,8 @@ class MasterService:
         await client.subscribe(topics.fleet_filter(topics.Kind.REPLY), qos=1)
         if self.parts.chain is not None:  # Reports and commitments to relay (one worker each)
             await client.subscribe(f"$share/{group}/{topics.fleet_filter(topics.Kind.CHAIN)}", qos=1)
+        if self.parts.price_topic is not None:  # every worker: whichever holds the market lease
+            await client.subscribe(self.parts.price_topic.topic, qos=1)
         self.parts.client = client
         self.parts.counters.connected = True
         self._ready("session")
@@ -229,6 +231,10 @@ class MasterService:
             acknowledge(client, message)  # taken: queued for ingest (bounded) or written
 
     async def _route(self, name: str, payload: bytes) -> None:
+        feed = self.parts.price_topic
+        if feed is not None and name == feed.topic:
+            feed.take(payload)
+            return
         parsed = topics.parse(name)
         if parsed is None:
             return

@@ -171,3 +171,58 @@ def _delete_rows(config: Path) -> None:
         lite.commit()
     finally:
         lite.close()
+
+
+def test_a_price_message_on_the_broker_sets_the_window(
+        tmp_path: Path, mqtt_broker: Broker, master_config: MasterConfig) -> None:  # noqa: F811
+    """price_feed = "mqtt:TOPIC": a malformed message is refused with its reason and sets
+    nothing; the next good one (retained, as a price publisher would leave it) sets the window
+    for its spike, exactly as the file feed above."""
+    asyncio.run(_mqtt_feed(tmp_path, mqtt_broker, master_config))
+
+
+async def _mqtt_feed(tmp_path: Path, mqtt_broker: Broker,
+                     master_config: MasterConfig) -> None:  # noqa: F811
+    import aiomqtt
+
+    from gateway.chain.node import embedded
+
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-chain")
+    node = thread.submit(embedded).result()
+    market = deploy_market(node, thread, tmp_path, ("X",))
+    await market.call(lambda: grant_operator(market))
+    t0 = await market.call(node.latest_timestamp)
+    topic = "grid/prices/test-zone"
+    config = master_config(mqtt_broker.url)
+    config.write_text(config.read_text() + market.config_text() + f"""
+[market]
+price_feed = "mqtt:{topic}"
+retail = 0.60
+threshold = 0.05
+slot_s = {SLOT_S}
+lead_s = 30
+horizon_s = 3600
+poll_s = 0.1
+""")
+    spike = "start,realtime\n" + "".join(f"{t0 + k * SLOT_S},{0.68 if k == 2 else 0.61}\n"
+                                         for k in range(12))
+    async with master(config, market) as service, \
+            aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier="prices") as prices:
+        feed = service.parts.price_topic
+        assert feed is not None and feed.topic == topic
+        await prices.publish(topic, b"start,realtime\n" + str(t0).encode() + b",dear\n", qos=1,
+                             retain=True)
+
+        async def refused() -> bool:
+            return feed.error is not None
+
+        await until_async(refused, what="the malformed price message refused")
+        assert "price feed topic grid/prices/test-zone: line 2: realtime 'dear'" in feed.error
+        assert feed.slots == [] and rows(config, "SELECT 1 FROM market_windows") == []
+        await prices.publish(topic, spike.encode(), qos=1, retain=True)
+        await until_async(_true_when(lambda: rows(config, "SELECT 1 FROM market_windows")),
+                          what="a window announced from the price message")
+    w = await market.call(lambda: market.client.window(1))
+    # the slot at t0 + 600 is the only one with |0.68 - 0.60| >= 0.05: 80,000 mtok/kWh of spread
+    assert (int(w["start"]), int(w["end"]), int(w["spreadMtok"])) == (t0 + 600, t0 + 900, 80_000)
+    thread.shutdown()

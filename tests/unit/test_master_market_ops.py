@@ -11,7 +11,7 @@ from gateway.chain.settings import parse_chain as parse_gateway_chain
 from gateway.errors import ConfigError
 from gateway.master.chain_settings import MarketOps
 from gateway.master.market_ops import decide
-from gateway.master.price_feed import FeedError, PriceSlot, parse_feed
+from gateway.master.price_feed import FeedError, PriceSlot, TopicFeed, parse_feed
 from gateway.master.settings import parse
 from gateway.schema import Fields
 
@@ -95,3 +95,31 @@ def test_gateway_relay_mode_is_checked(tmp_path: Path) -> None:
         parse_gateway_chain(Fields({**base, "relay": "mqtt", "sender_key": "k"},
                                    where="gw.toml [chain]"),
                             base=tmp_path, store_path=tmp_path / "store.sqlite")
+
+
+def test_an_mqtt_feed_names_one_topic_without_wildcards(tmp_path: Path) -> None:
+    chain = '[chain]\nrpc = "http://127.0.0.1:8545"\nmarket = "0x' + "ab" * 20 + '"\nkey = "r.key"\n'
+    market = '[market]\nretail = 0.6\nthreshold = 0.05\nprice_feed = '
+    settings = _master(chain + market + '"mqtt:grid/prices/nl"\n', tmp_path)
+    assert settings.market.feed_topic == "grid/prices/nl"  # type: ignore[attr-defined]
+    assert _master(chain + market + '"p.csv"\n', tmp_path).market.feed_topic is None  # type: ignore[attr-defined]
+    for bad in ("mqtt:", "mqtt:grid/+/prices", "mqtt:grid/#"):
+        with pytest.raises(ConfigError, match=r"price_feed.*one topic without wildcards"):
+            _master(chain + market + f'"{bad}"\n', tmp_path)
+
+
+def test_a_topic_feed_keeps_the_last_good_message() -> None:
+    feed = TopicFeed("grid/prices")
+    assert feed.slots == [] and feed.received == 0
+    feed.take(b"start,realtime\n1796493600,0.68\n")
+    good = [PriceSlot(start_s=1796493600, realtime_micro=680_000)]
+    assert feed.slots == good and feed.received == 1 and feed.error is None
+    feed.take(b"start,realtime\n1796493600,cheap\n")  # refused: named, and the feed stays
+    assert feed.slots == good and feed.received == 1
+    assert feed.error is not None and "price feed topic grid/prices" in feed.error \
+        and "line 2: realtime 'cheap' must be a price" in feed.error
+    feed.take(b"\xff\xfe")
+    assert feed.slots == good and "not UTF-8" in (feed.error or "")
+    feed.take(b'[{"start": 1796494500, "realtime": 0.61}]')
+    assert feed.slots == [PriceSlot(start_s=1796494500, realtime_micro=610_000)]
+    assert feed.received == 2 and feed.error is None
