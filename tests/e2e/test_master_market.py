@@ -45,6 +45,12 @@ from tests.mosquitto import Broker
 SLOT_S = 300
 
 
+def market_section(feed: str) -> str:
+    """[market]: retail 0.60, a window worth setting at |realtime - 0.60| >= 0.05."""
+    return (f'\n[market]\nprice_feed = "{feed}"\nretail = 0.60\nthreshold = 0.05\nomega = 1.2\n'
+            f'mode = "shift"\nslot_s = {SLOT_S}\nlead_s = 30\nhorizon_s = 3600\npoll_s = 0.1\n')
+
+
 def test_a_price_spike_becomes_a_window_operated_to_its_claims(
         tmp_path: Path, mqtt_broker: Broker, master_config: MasterConfig) -> None:  # noqa: F811
     asyncio.run(_scenario(tmp_path, mqtt_broker, master_config))
@@ -73,18 +79,7 @@ async def _scenario(tmp_path: Path, mqtt_broker: Broker,
         f"{t0 + k * SLOT_S},{0.68 if k == 2 else 0.61}\n" for k in range(12)))
     start, end = t0 + 600, t0 + 900
     config = master_config(mqtt_broker.url)
-    config.write_text(config.read_text() + market.config_text() + f"""
-[market]
-price_feed = "{feed}"
-retail = 0.60
-threshold = 0.05
-omega = 1.2
-mode = "shift"
-slot_s = {SLOT_S}
-lead_s = 30
-horizon_s = 3600
-poll_s = 0.1
-""")
+    config.write_text(config.read_text() + market.config_text() + market_section(str(feed)))
     queues = {n: ChainRelayQueue(topic=topics.topic(market.gateways[n].address, topics.Kind.CHAIN))
               for n in ("X", "Y")}
     ports = {n: _port(market, n, queues[n], tmp_path) for n in ("X", "Y")}
@@ -194,16 +189,7 @@ async def _mqtt_feed(tmp_path: Path, mqtt_broker: Broker,
     t0 = await market.call(node.latest_timestamp)
     topic = "grid/prices/test-zone"
     config = master_config(mqtt_broker.url)
-    config.write_text(config.read_text() + market.config_text() + f"""
-[market]
-price_feed = "mqtt:{topic}"
-retail = 0.60
-threshold = 0.05
-slot_s = {SLOT_S}
-lead_s = 30
-horizon_s = 3600
-poll_s = 0.1
-""")
+    config.write_text(config.read_text() + market.config_text() + market_section(f"mqtt:{topic}"))
     spike = "start,realtime\n" + "".join(f"{t0 + k * SLOT_S},{0.68 if k == 2 else 0.61}\n"
                                          for k in range(12))
     async with master(config, market) as service, \
